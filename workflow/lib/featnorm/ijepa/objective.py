@@ -1,0 +1,126 @@
+"""One I-JEPA step's loss (SPEC 3, steps 1-5).
+
+1. The EMA teacher encodes whole rows (context + target segments) without gradient; the
+   targets are its outputs at the target segment, normalized by `TargetNorm`.
+2. The student encodes the context segment only.
+3. Batch repeat: for each of r copies, random context windows and target windows
+   (capacities of the config) are gathered window-contiguously.
+4. The predictor maps the chosen context features + target positions to predictions.
+5. Smooth-L1 between predictions and targets, averaged over real, non-register target tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featnorm.batch import PackedBatch
+from featnorm.config import ModelConfig
+from featnorm.ijepa.ema import ema_update
+from featnorm.ijepa.target_norm import TargetNorm
+from featnorm.ijepa.window_sampling import gather_windows, padding_windows, sample_windows, windows_per_copy
+from featnorm.metrics import smooth_rank
+from featnorm.models import Encoder, Predictor
+from featnorm.tokens import is_patch
+
+
+@dataclass
+class IJEPAOutput:
+    loss: torch.Tensor  # () mean smooth-L1 over real, non-register predicted target tokens
+    targets: torch.Tensor  # (N, encoder_dim) normalized teacher targets of the real target tokens, detached
+    token_losses: torch.Tensor  # (rows, Lt') smooth-L1 per predicted token (mean over channels), 0 elsewhere
+    token_mask: torch.Tensor  # (rows, Lt') bool, True where token_losses counts in the loss
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached 0-dim tensors for logging
+
+
+class IJEPA(nn.Module):
+    """Student encoder, EMA teacher (no grad), predictor and target norm of one run.
+
+    `forward(batch, generator=None, predict_all_targets=False) -> IJEPAOutput`.
+    With `predict_all_targets` the batch repeat and window sampling are skipped: the
+    predictor sees every context and target token and `token_losses` is `(B, Lt)`, aligned
+    with `batch.target_ids` (loss maps). Otherwise `token_losses` is
+    `(batch_repeat * B, kt * window_size**2)` over the sampled target windows.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.student = Encoder(cfg.encoder, cfg.patch_dim)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim)
+        o = cfg.objective
+        self.target_norm = TargetNorm(o.target_norm, cfg.encoder.dim, beta=o.target_norm_beta)
+
+    def ema_update(self, beta: float) -> None:
+        """teacher <- beta * teacher + (1 - beta) * student (non-trainable state copied)."""
+        ema_update(self.teacher, self.student, beta)
+
+    def forward(
+        self,
+        batch: PackedBatch,
+        generator: torch.Generator | None = None,
+        predict_all_targets: bool = False,
+    ) -> IJEPAOutput:
+        o, ws = self.cfg.objective, self.cfg.window_size
+        Lc = batch.context_length
+        ctx_ids, tgt_ids = batch.context_ids, batch.target_ids
+
+        with torch.no_grad():
+            teacher_out = self.teacher(batch.pixels, batch.token_ids)
+            targets = self.target_norm(teacher_out[:, Lc:], is_patch(tgt_ids))
+        context = self.student(batch.context_pixels, ctx_ids)
+
+        if predict_all_targets:
+            pred_ctx, pred_ctx_ids, pred_tgt_ids, pred_targets = context, ctx_ids, tgt_ids, targets
+        else:
+            r = o.batch_repeat
+            ctx_pad, tgt_pad = padding_windows(ctx_ids, ws), padding_windows(tgt_ids, ws)
+            kc = windows_per_copy(ctx_pad.shape[1], o.context_capacity)
+            kt = windows_per_copy(tgt_pad.shape[1], o.target_capacity)
+            cw = sample_windows(ctx_pad, r, kc, o.with_replacement, generator)
+            tw = sample_windows(tgt_pad, r, kt, o.with_replacement, generator)
+            pred_ctx = gather_windows(context, cw, ws)
+            pred_ctx_ids = gather_windows(ctx_ids, cw, ws)
+            pred_tgt_ids = gather_windows(tgt_ids, tw, ws)
+            pred_targets = gather_windows(targets, tw, ws)
+
+        predictions = self.predictor(pred_ctx, pred_ctx_ids, pred_tgt_ids)
+        token_mask = is_patch(pred_tgt_ids)
+        per_channel = F.smooth_l1_loss(predictions.float(), pred_targets, reduction="none", beta=o.smooth_l1_beta)
+        token_losses = per_channel.mean(-1) * token_mask
+        count = token_mask.sum()
+        loss = token_losses.sum() / count.clamp_min(1)
+        # The DiffMoE auxiliary loss (issue 8) is added here when the MLPs are mixtures of experts.
+
+        real_targets = targets[is_patch(tgt_ids)]
+        with torch.no_grad():
+            stats = {
+                "num_predicted_tokens": count.detach(),
+                "num_target_tokens": torch.tensor(real_targets.shape[0], device=loss.device),
+                "target_std": real_targets.std(0).mean() if real_targets.shape[0] > 1 else loss.new_zeros(()),
+                "target_token_norm": real_targets.norm(dim=-1).mean() if real_targets.numel() else loss.new_zeros(()),
+            }
+        return IJEPAOutput(
+            loss=loss,
+            targets=real_targets.detach(),
+            token_losses=token_losses.detach(),
+            token_mask=token_mask,
+            stats=stats,
+        )
+
+
+def targets_rankme(targets: torch.Tensor, max_tokens: int | None = None, generator: torch.Generator | None = None) -> float:
+    """RankMe smooth rank of `(N, dim)` targets (e.g. `IJEPAOutput.targets`), in float64.
+
+    With `max_tokens`, a random subset of that many tokens (drawn with `generator`) is used."""
+    if max_tokens is not None and targets.shape[0] > max_tokens:
+        gen_device = generator.device if generator is not None else "cpu"
+        idx = torch.randperm(targets.shape[0], generator=generator, device=gen_device)[:max_tokens]
+        targets = targets[idx.to(targets.device)]
+    return smooth_rank(targets)

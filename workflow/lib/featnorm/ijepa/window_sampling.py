@@ -1,0 +1,68 @@
+"""Predictor batch repeat: draw random subsets of windows for r copies of the batch.
+
+Each segment of a packed row is a sequence of windows of `window_size**2` adjacent tokens.
+For each of r copies, `sample_windows` draws k windows per row, either independently per
+copy (with replacement across copies) or as r disjoint chunks of one permutation (without
+replacement). Windows made only of padding get keys above every real window's key, so they
+are drawn only after all real windows. Vectorised over rows and copies.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from featnorm.tokens import is_padding
+
+
+def padding_windows(token_ids: torch.Tensor, window_size: int) -> torch.Tensor:
+    """`(B, L, 4)` ids of one segment -> `(B, L / window_size**2)` bool, True on all-padding windows."""
+    B, L, _ = token_ids.shape
+    w2 = window_size**2
+    if L % w2:
+        raise ValueError(f"segment length {L} is not a multiple of window_size**2 = {w2}")
+    return is_padding(token_ids).view(B, L // w2, w2).all(-1)
+
+
+def windows_per_copy(num_windows: int, capacity: float) -> int:
+    """floor(capacity x windows), at least 1: r copies at capacity <= 1/r then stay disjoint."""
+    return max(1, int(capacity * num_windows + 1e-9))
+
+
+def sample_windows(
+    pad_windows: torch.Tensor,
+    num_copies: int,
+    k: int,
+    with_replacement: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """`(B, W)` all-padding flags -> `(num_copies, B, k)` window indices."""
+    B, W = pad_windows.shape
+    device = pad_windows.device
+    if k > W:
+        raise ValueError(f"cannot draw {k} windows from a segment of {W} windows")
+    if not with_replacement and num_copies * k > W:
+        raise ValueError(
+            f"sampling without replacement needs batch_repeat x windows per copy = {num_copies} x {k} "
+            f"<= {W} windows in the segment; lower the capacity or batch_repeat, or sample with replacement"
+        )
+    gen_device = generator.device if generator is not None else device
+    n = num_copies if with_replacement else 1
+    keys = torch.rand(n, B, W, generator=generator, device=gen_device).to(device)
+    keys = keys + 2.0 * pad_windows.to(keys.dtype)  # real keys in [0, 1), padding in [2, 3)
+    if with_replacement:
+        return keys.topk(k, dim=-1, largest=False, sorted=True).indices
+    perm = keys[0].argsort(-1)[:, : num_copies * k]
+    return perm.view(B, num_copies, k).transpose(0, 1)
+
+
+def gather_windows(x: torch.Tensor, windows: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Gather the tokens of chosen windows for every copy.
+
+    x `(B, L, C)` (features or ids of one segment), windows `(r, B, k)` ->
+    `(r * B, k * window_size**2, C)`, copy-major (row j * B + b is copy j of row b).
+    """
+    r, B, k = windows.shape
+    w2 = window_size**2
+    tokens = (windows[..., None] * w2 + torch.arange(w2, device=windows.device)).flatten(-2)  # (r, B, k*w2)
+    rows = torch.arange(B, device=windows.device)[None, :, None]
+    return x[rows, tokens].flatten(0, 1)

@@ -1,0 +1,24 @@
+"""Building blocks of the encoder and predictor, one idea per file."""
+
+from featnorm.layers.abs_pos import AbsolutePositionEmbedding
+from featnorm.layers.attention import Attention, attention_mask
+from featnorm.layers.block import Block
+from featnorm.layers.dyntanh import DynTanh
+from featnorm.layers.mlp import Mlp, make_mlp
+from featnorm.layers.norms import MaskedBatchNorm, make_norm, masked_mean_var
+from featnorm.layers.rope import RoPE2D, apply_rope
+
+__all__ = [
+    "AbsolutePositionEmbedding",
+    "Attention",
+    "Block",
+    "DynTanh",
+    "MaskedBatchNorm",
+    "Mlp",
+    "RoPE2D",
+    "apply_rope",
+    "attention_mask",
+    "make_mlp",
+    "make_norm",
+    "masked_mean_var",
+]

@@ -1,0 +1,76 @@
+"""The ViT encoder over packed rows of patches (student and EMA teacher of I-JEPA)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from featnorm.config import EncoderConfig
+from featnorm.layers import AbsolutePositionEmbedding, Block, MaskedBatchNorm, RoPE2D, attention_mask, make_norm
+from featnorm.models.init import init_vit_weights, reject_unimplemented
+from featnorm.tokens import REGISTER, is_patch, is_register
+
+
+class Encoder(nn.Module):
+    """Patch embedding + optional registers + positions (RoPE-2D or absolute) + pre-norm
+    blocks + output norm.
+
+    `forward(pixels (B, L, patch_dim), token_ids (B, L, 4))` -> `(B, L, dim)`. Register
+    tokens (register id != PAD_ID) get their learned embedding instead of a patch embedding;
+    padding tokens enter as zeros, attend only to themselves and are ignored by every other
+    token, so a packed row behaves like separate images.
+    """
+
+    def __init__(self, cfg: EncoderConfig, patch_dim: int):
+        super().__init__()
+        where = "model.encoder"
+        reject_unimplemented(cfg, where)
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.patch_embed = nn.Linear(patch_dim, cfg.dim)
+        if cfg.num_registers > 0:
+            self.registers = nn.Parameter(torch.randn(cfg.num_registers, cfg.dim) * 0.02)
+        else:
+            self.register_parameter("registers", None)
+        self.rope = RoPE2D(cfg.head_dim, cfg.rope_base) if cfg.pos_embed == "rope" else None
+        self.abs_pos = AbsolutePositionEmbedding(cfg.dim, cfg.max_grid_size) if cfg.pos_embed == "absolute" else None
+        self.blocks = nn.ModuleList(Block(cfg, where) for _ in range(cfg.depth))
+        if cfg.out_norm == "batchnorm":
+            self.out_norm = MaskedBatchNorm(cfg.dim, affine=cfg.out_norm_affine)
+        else:
+            self.out_norm = make_norm(cfg.out_norm, cfg.dim, affine=cfg.out_norm_affine, dyntanh=cfg.dyntanh)
+        self.apply(init_vit_weights)
+
+    def embed(self, pixels: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """`(B, L, patch_dim)`, `(B, L, 4)` -> `(B, L, dim)` input tokens (depth 0)."""
+        x = torch.where(is_patch(token_ids)[..., None], self.patch_embed(pixels), 0.0)
+        if self.registers is not None:
+            reg = is_register(token_ids)
+            idx = token_ids[..., REGISTER].clamp(0, self.registers.shape[0] - 1)
+            x = x + self.registers[idx] * reg[..., None].to(x.dtype)
+        if self.abs_pos is not None:
+            x = x + self.abs_pos(token_ids)
+        return x
+
+    def norm_output(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.out_norm, MaskedBatchNorm):
+            return self.out_norm(x, is_patch(token_ids))
+        return self.out_norm(x)
+
+    def forward(
+        self, pixels: torch.Tensor, token_ids: torch.Tensor, return_all_depths: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Returns `(B, L, dim)` after the output norm; with `return_all_depths` also
+        `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output."""
+        x = self.embed(pixels, token_ids)
+        mask = attention_mask(token_ids)
+        rope = self.rope.tables(token_ids) if self.rope is not None else None
+        hiddens = [x] if return_all_depths else None
+        for block in self.blocks:
+            x = block(x, mask, rope)
+            if hiddens is not None:
+                hiddens.append(x)
+        out = self.norm_output(x, token_ids)
+        if hiddens is not None:
+            return out, torch.stack(hiddens)
+        return out
