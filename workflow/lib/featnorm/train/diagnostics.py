@@ -1,0 +1,180 @@
+"""What the trainer logs: per-step rows in `train_log.jsonl`, RankMe and LiDAR rows.
+
+Row schema (one JSON object per line, keys always present unless marked):
+    step            optimizer steps taken, counted from 1 (the row describes that step)
+    epoch           images_seen / dataset size (float; absent when the size is unknown)
+    images_seen     images trained on so far, this step included
+    loss            the step's loss (float)
+    lr              learning rate used for the step
+    ema_beta        EMA momentum applied to the teacher after the step
+    grad_norm       gradient norm before clipping (only when train.grad_clip > 0)
+    images          images in the step's batch
+    images_per_s    images / wall time of the step (data loading included)
+    tokens_per_s    real (non-padding) tokens / wall time of the step
+    mask_rate       context fraction: real context patches / real patches of the batch
+    mean_side       mean over the batch's images of sqrt(height * width), in pixels
+Extra rows, also keyed by `step` (the step after which they were measured):
+    {"step", "rankme"}                     RankMe of the step's (normalised) targets
+    {"step", "lidar", "lidar_images", "lidar_augmentations"}   LiDAR on the run's fixed set
+
+On resume the log is cut back to the rows of steps the checkpoint covers, so the file of a
+resumed run equals that of an uninterrupted one (apart from timing fields).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from featnorm.batch import PackedBatch
+from featnorm.metrics import lidar_score, smooth_rank
+from featnorm.tokens import COL, PAD_ID, ROW, SAMPLE, is_patch
+
+
+def batch_stats(batch: PackedBatch, patch_size: int) -> dict[str, float]:
+    """Images, real tokens, context fraction and mean image side of a packed batch."""
+    ids = batch.token_ids
+    real = ids[..., SAMPLE] != PAD_ID
+    patch = is_patch(ids)
+    ctx_patches = int(patch[:, : batch.context_length].sum())
+    all_patches = int(patch.sum())
+    samples = ids[..., SAMPLE][patch]
+    uniq, inverse = torch.unique(samples, return_inverse=True)
+    n = int(uniq.numel())
+    if n:
+        rows = torch.zeros(n, dtype=torch.long).scatter_reduce(0, inverse, ids[..., ROW][patch], "amax")
+        cols = torch.zeros(n, dtype=torch.long).scatter_reduce(0, inverse, ids[..., COL][patch], "amax")
+        side = float(((rows + 1) * (cols + 1)).double().sqrt().mean()) * patch_size
+    else:
+        side = 0.0
+    return {
+        "images": n,
+        "real_tokens": int(real.sum()),
+        "mask_rate": ctx_patches / all_patches if all_patches else 0.0,
+        "mean_side": side,
+    }
+
+
+class JsonlLog:
+    """Append-only JSONL file, one flushed line per row."""
+
+    def __init__(self, path: str | Path, resume_step: int | None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            self._truncate_after(resume_step)
+        self._f = self.path.open("a")
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def rankme_of_targets(targets: torch.Tensor) -> float:
+    """RankMe of `(N, dim)` targets."""
+    return smooth_rank(targets.float())
+
+
+@torch.no_grad()
+def pooled_context_features(encoder: torch.nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over each image's real context patches of the encoder's features.
+
+    Returns `(sample_ids (n,), features (n, dim))` for the n images of the batch.
+    """
+    pixels, ids = batch.context_pixels, batch.context_ids
+    feats = encoder(pixels, ids).float()  # (B, Lc, dim)
+    patch = is_patch(ids)
+    samples = ids[..., SAMPLE][patch]
+    uniq, inverse = torch.unique(samples, return_inverse=True)
+    sums = torch.zeros(len(uniq), feats.shape[-1], device=feats.device).index_add_(0, inverse, feats[patch])
+    counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).to(feats.dtype)
+    return uniq, sums / counts[:, None]
+
+
+@torch.no_grad()
+def lidar_of_views(
+    encoder: torch.nn.Module,
+    batches: Iterable[tuple[PackedBatch, torch.Tensor]],
+    num_images: int,
+    num_augmentations: int,
+    device: torch.device | str = "cpu",
+) -> float:
+    """LiDAR of the mean-pooled context features of a fixed set of views.
+
+    `batches` yields `(batch, view_of_sample)`: `view_of_sample[s]` is the flat view index
+    `image * num_augmentations + augmentation` of the image with sample id `s` in the batch.
+    The encoder is put in eval mode for the measurement and restored afterwards.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    out: torch.Tensor | None = None
+    try:
+        for batch, view_of_sample in batches:
+            sample_ids, feats = pooled_context_features(encoder, batch.to(device))
+            if out is None:
+                out = torch.zeros(num_images * num_augmentations, feats.shape[-1], dtype=torch.float64)
+            out[view_of_sample.to(sample_ids.device)[sample_ids].cpu()] = feats.double().cpu()
+    finally:
+        encoder.train(was_training)
+    assert out is not None, "empty LiDAR set"
+    return lidar_score(out.view(num_images, num_augmentations, -1))
+
+
+class ExternalSinks:
+    """Optional TensorBoard / W&B mirrors of the log rows; imported only when switched on."""
+
+    def __init__(self, tensorboard: bool, wandb: bool, out_dir: Path, run_name: str, config: dict) -> None:
+        self._tb = None
+        self._wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise RuntimeError("train.tensorboard is true but tensorboard is not installed; pip install tensorboard") from e
+            self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+        if wandb:
+            try:
+                import wandb as wandb_module
+            except ImportError as e:
+                raise RuntimeError("train.wandb is true but wandb is not installed; pip install wandb") from e
+            os.environ.setdefault("WANDB_MODE", "offline")
+            self._wandb = wandb_module.init(project="featnorm", name=run_name, config=config, dir=str(out_dir))
+
+    def write(self, row: dict[str, Any]) -> None:
+        step = row["step"]
+        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,342 @@
+"""The pretraining loop: AdamW + schedules + EMA teacher, exact resume, diagnostics.
+
+One step (SPEC section 3): set the step's learning rate; the IJEPA module computes the
+loss of a packed batch (teacher on full rows, student on the context, predictor batch
+repeat drawn from `window_generator`); a non-finite loss stops the run before any weight
+changes; backward, optional gradient clipping, AdamW; EMA update of the teacher.
+
+Exact resume: every state the next step depends on is checkpointed - weights (student,
+teacher, predictor, target-norm running statistics), optimizer, step and images seen, the
+data position (epoch, batches taken in it), and the torch / CUDA / Python / NumPy RNG
+states plus the window-sampling generator. A restarted run continues bit for bit on the
+CPU. Checkpoints are written every `train.checkpoint_every` steps, at every end of a pass
+over the data, on SIGTERM / SIGINT, and at the end of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from featnorm.batch import PackedBatch
+from featnorm.config import RunConfig, config_hash, save_run_config, to_dict
+from featnorm.train.checkpoint import (
+    check_config_hash,
+    checkpoint_paths,
+    load_latest_checkpoint,
+    rng_state,
+    save_atomic,
+    save_checkpoint,
+    set_rng_state,
+)
+from featnorm.train.diagnostics import ExternalSinks, JsonlLog, batch_stats, lidar_of_views, rankme_of_targets
+from featnorm.train.schedule import ema_beta, learning_rate
+from featnorm.train.signals import StopRequest
+
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the kept checkpoint."""
+
+
+@dataclass
+class TrainData:
+    """What the loop needs from the data pipeline.
+
+    epoch_batches(epoch, skip): the packed batches of pass `epoch` over the training set,
+        a deterministic function of (seed, epoch), starting after the first `skip` batches.
+    num_images: images per pass (for `train.epochs`), or None if unknown.
+    lidar_views(): the fixed LiDAR view set as a list of `(PackedBatch, view_of_sample)`
+        (see `diagnostics.lidar_of_views`), or None when LiDAR is not available.
+    """
+
+    epoch_batches: Callable[[int, int], Iterator[PackedBatch]]
+    num_images: int | None
+    lidar_views: Callable[[], list] | None = None
+
+
+@dataclass
+class TrainResult:
+    step: int
+    images_seen: int
+    stopped_by: str  # "done", "SIGTERM", "SIGINT"
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; none on norms, biases, DynTanh alphas,
+    learned position tables, register tokens and the mask embedding (the usual ViT choice)."""
+    from featnorm.layers import AbsolutePositionEmbedding
+
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, AbsolutePositionEmbedding):
+            no_decay_ids.update(id(p) for p in module.parameters())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim < 2 or id(p) in no_decay_ids or leaf in ("registers", "mask_token"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_context(cfg: RunConfig, device: torch.device):
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: TrainData,
+        out_dir: str | Path,
+        checkpoint_dir: str | Path,
+        force_resume: bool = False,
+        device: torch.device | str | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        from featnorm.ijepa import IJEPA
+
+        self.cfg = cfg
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = Path(checkpoint_dir)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.hash = config_hash(cfg)
+        self.progress = progress
+        t = cfg.train
+
+        torch.manual_seed(cfg.seed)
+        self.model = IJEPA(cfg.model).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, t.weight_decay), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay
+        )
+        self.window_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.step = 0
+        self.images_seen = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.resumed_from: Path | None = None
+        self.last_checkpoint: Path | None = None
+
+        found = load_latest_checkpoint(self.ckpt_dir)
+        if found is not None:
+            state, path = found
+            check_config_hash(state, self.hash, path, force_resume)
+            self._load_state(state)
+            self.resumed_from = self.last_checkpoint = path
+
+        if t.steps > 0:
+            self.total_steps: int | None = t.steps
+            self.total_images: int | None = None
+        else:
+            if not data.num_images:
+                raise ValueError("train.epochs needs the number of training images; the data pipeline did not report it (set train.steps instead)")
+            self.total_steps = None
+            self.total_images = int(round(t.epochs * data.num_images))
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config_hash": self.hash,
+            "config": to_dict(self.cfg),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "data_position": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            "rng": rng_state(self.window_generator),
+        }
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.images_seen = int(state["images_seen"])
+        self.epoch = int(state["data_position"]["epoch"])
+        self.batch_in_epoch = int(state["data_position"]["batch_in_epoch"])
+        set_rng_state(state["rng"], self.window_generator)
+
+    def save_checkpoint(self) -> Path:
+        if self.last_checkpoint is not None and self.last_checkpoint.name == f"ckpt-{self.step:09d}.pt" and self.last_checkpoint.exists():
+            return self.last_checkpoint  # nothing new since (e.g. epoch end right after a periodic one)
+        self.last_checkpoint = save_checkpoint(self._state(), self.ckpt_dir, self.step, self.cfg.train.keep_checkpoints)
+        return self.last_checkpoint
+
+    def final_model(self) -> dict:
+        """The `model.pt` dict evaluation loads (see featnorm.evaluation.checkpoint_loading)."""
+        return {
+            "config": to_dict(self.cfg),
+            "teacher": self.model.teacher.state_dict(),
+            "student": self.model.student.state_dict(),
+            "predictor": self.model.predictor.state_dict(),
+            "step": self.step,
+            "images_seen": self.images_seen,
+        }
+
+    # ------------------------------------------------------------------ loop
+
+    def _done(self) -> bool:
+        if self.total_steps is not None:
+            return self.step >= self.total_steps
+        return self.images_seen >= self.total_images
+
+    def _steps_left(self) -> float | None:
+        if self.total_steps is not None:
+            return self.total_steps - self.step
+        if self.step == 0:
+            return None
+        per_step = self.images_seen / self.step
+        return (self.total_images - self.images_seen) / max(per_step, 1e-9)
+
+    def _batches(self) -> Iterator[tuple[PackedBatch, bool]]:
+        """Yields (batch, last_of_epoch) forever, keeping (epoch, batch_in_epoch) current."""
+        skip = self.batch_in_epoch
+        empty_passes = 0
+        while True:
+            it = iter(self.data.epoch_batches(self.epoch, skip))
+            skip = 0
+            nxt = next(it, None)
+            if nxt is None:
+                empty_passes += 1
+                if empty_passes > 1:
+                    raise RuntimeError(f"the training data yielded no batch in epoch {self.epoch}; check data.train_shards = {self.cfg.data.train_shards!r}")
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                continue
+            empty_passes = 0
+            while nxt is not None:
+                cur, nxt = nxt, next(it, None)
+                yield cur, nxt is None
+
+    def train_step(self, batch: PackedBatch) -> tuple[dict, object]:
+        t = self.cfg.train
+        lr = learning_rate(t, self.step, self._steps_left())
+        beta = ema_beta(t, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch.to(self.device, non_blocking=True)
+        with autocast_context(self.cfg, self.device):
+            out = self.forward(batch, generator=self.window_generator)
+        loss = out.loss.float()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"loss is {loss_value} at step {self.step + 1}; stopping, {kept}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        row = {"loss": loss_value, "lr": lr, "ema_beta": beta}
+        if t.grad_clip > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+        self.optimizer.step()
+        self.model.ema_update(beta)
+        return row, out
+
+    def run(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, self.out_dir / "config.yaml")
+        log = JsonlLog(self.out_dir / "train_log.jsonl", self.step if self.resumed_from else None)
+        sinks = ExternalSinks(t.tensorboard, t.wandb, self.out_dir, cfg.name, to_dict(cfg))
+        lidar_views = None
+        bar = _progress_bar(self.total_steps, self.step, self.progress)
+        self.model.train()
+        stopped_by = "done"
+        try:
+            with StopRequest() as stop:
+                if self.resumed_from is None and self.step == 0:
+                    self.save_checkpoint()  # step 0: a NaN on the first steps still leaves a start point
+                batches = self._batches()
+                tick = time.perf_counter()
+                while not self._done():
+                    if stop.requested:
+                        stopped_by = stop.name
+                        break
+                    batch, last_of_epoch = next(batches)
+                    stats = batch_stats(batch, cfg.model.patch_size)
+                    row, out = self.train_step(batch)
+                    self.step += 1
+                    self.images_seen += stats["images"]
+                    self.batch_in_epoch += 1
+                    if last_of_epoch:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                    now = time.perf_counter()
+                    dt, tick = now - tick, now
+                    full = {"step": self.step}
+                    if self.data.num_images:
+                        full["epoch"] = self.images_seen / self.data.num_images
+                    full.update(images_seen=self.images_seen, **row, images=stats["images"],
+                                images_per_s=stats["images"] / dt, tokens_per_s=stats["real_tokens"] / dt,
+                                mask_rate=stats["mask_rate"], mean_side=stats["mean_side"])
+                    if self.step % t.log_every == 0 or self._done():
+                        log.write(full)
+                        sinks.write(full)
+                    if t.rankme_every > 0 and self.step % t.rankme_every == 0:
+                        r = {"step": self.step, "rankme": rankme_of_targets(out.targets)}
+                        log.write(r)
+                        sinks.write(r)
+                    if t.lidar_every > 0 and self.step % t.lidar_every == 0 and self.data.lidar_views is not None:
+                        if lidar_views is None:
+                            lidar_views = self.data.lidar_views()
+                        r = {"step": self.step, "lidar": lidar_of_views(self.model.student, lidar_views, t.lidar_images, t.lidar_augmentations, self.device),
+                             "lidar_images": t.lidar_images, "lidar_augmentations": t.lidar_augmentations}
+                        log.write(r)
+                        sinks.write(r)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{full['images_per_s']:.0f}", refresh=False)
+                    if self.step % t.checkpoint_every == 0 or last_of_epoch:
+                        self.save_checkpoint()
+                        tick = time.perf_counter()  # checkpoint time is not training throughput
+                self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            log.close()
+            sinks.close()
+        if stopped_by == "done":
+            save_atomic(self.final_model(), self.out_dir / "model.pt")
+        return TrainResult(self.step, self.images_seen, stopped_by)
+
+
+def _progress_bar(total: int | None, initial: int, enabled: bool | None):
+    if enabled is False:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    # disable=None: on automatically only when stderr is a terminal.
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
+                disable=None if enabled is None else not enabled)
