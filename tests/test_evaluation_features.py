@@ -1,0 +1,137 @@
+"""Feature extraction: mean pooling over real patches, float16 shards, resume without duplicates,
+and the checkpoint loader's refusals."""
+
+import json
+
+import pytest
+import torch
+
+from featnorm.config import run_config_from_dict, to_dict
+from featnorm.evaluation.checkpoint_loading import CheckpointError, load_encoder
+from featnorm.evaluation.features import extract_features, load_features, mean_pool
+from featnorm.models.encoder import Encoder
+from featnorm.tokens import PAD_ID
+
+TINY = {"model": {"patch_size": 4, "encoder": {"dim": 32, "depth": 2, "num_heads": 2}}}
+
+
+def grid_batch(b, gh=4, gw=4, patch_dim=48, seed=0, first_label=0):
+    """One image per row, gh x gw patches in row-major order, labels first_label.. ."""
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    ids = torch.stack([torch.zeros(gh * gw, dtype=torch.long), torch.full((gh * gw,), PAD_ID),
+                       rows.flatten(), cols.flatten()], -1)
+    ids = ids.expand(b, -1, -1).clone()
+    return torch.rand(b, gh * gw, patch_dim, generator=g) * 2 - 1, ids, torch.arange(first_label, first_label + b)
+
+
+def batches(n_batches, b=3):
+    return [grid_batch(b, seed=i, first_label=i * b) for i in range(n_batches)]
+
+
+@pytest.fixture
+def model_pt(tmp_path):
+    torch.manual_seed(0)
+    cfg = run_config_from_dict(TINY)
+    enc = Encoder(cfg.model.encoder, cfg.model.patch_dim)
+    path = tmp_path / "model.pt"
+    torch.save({"config": to_dict(cfg), "teacher": enc.state_dict(), "student": enc.state_dict(),
+                "predictor": {}, "step": 1, "images_seen": 8}, path)
+    return path
+
+
+def test_mean_pool_ignores_padding_and_registers():
+    h = torch.randn(3, 2, 5, 4)
+    ids = torch.zeros(2, 5, 4, dtype=torch.long)
+    ids[..., 1] = PAD_ID
+    ids[0, 3:] = PAD_ID  # padding
+    ids[1, 0, 1] = 0  # a register
+    pooled = mean_pool(h, ids)
+    assert pooled.shape == (2, 3, 4)
+    assert torch.allclose(pooled[0], h[:, 0, :3].mean(1))
+    assert torch.allclose(pooled[1], h[:, 1, 1:].mean(1))
+
+
+def test_load_encoder_rebuilds_teacher_in_eval_mode(model_pt):
+    enc, cfg = load_encoder(model_pt)
+    assert not enc.training and cfg.model.encoder.depth == 2
+    saved = torch.load(model_pt, weights_only=True)["teacher"]
+    assert all(torch.equal(v, saved[k]) for k, v in enc.state_dict().items())
+
+
+def test_load_encoder_refuses_unbuildable_config_naming_file_and_reason(model_pt, tmp_path):
+    ckpt = torch.load(model_pt, weights_only=True)
+    ckpt["config"]["model"]["encoder"]["num_heads"] = 5  # 32 not divisible by 5
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*num_heads") as e:
+        load_encoder(bad)
+    assert "\n" not in str(e.value)
+    ckpt["config"] = {"model": {"encoder": {"no_such_key": 1}}}
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match="no_such_key"):
+        load_encoder(bad)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pt: cannot be read"):
+        load_encoder(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_encoder(tmp_path / "missing.pt")
+
+
+def test_extraction_writes_float16_shards_of_every_depth(model_pt, tmp_path):
+    enc, _ = load_encoder(model_pt)
+    out = tmp_path / "feats"
+    manifest = extract_features(enc, batches(4), out, shard_size=5, progress=False)
+    assert manifest["complete"] and manifest["count"] == 12
+    assert [s["count"] for s in manifest["shards"]] == [5, 5, 2]
+    feats, labels = load_features(out)
+    assert feats.dtype == torch.float16 and feats.shape == (12, 3, 32)
+    assert torch.equal(labels, torch.arange(12))
+    # matches a direct forward pass of the eval-mode teacher
+    pixels, ids, _ = batches(1)[0]
+    with torch.no_grad():
+        _, hiddens = enc(pixels, ids, return_all_depths=True)
+    assert torch.allclose(feats[:3].float(), hiddens.mean(2).transpose(0, 1), atol=2e-3, rtol=2e-3)
+
+
+def test_extraction_resumes_after_interruption_without_duplicates(model_pt, tmp_path):
+    enc, _ = load_encoder(model_pt)
+    extract_features(enc, batches(6), tmp_path / "full", shard_size=4, progress=False)
+    ref_feats, ref_labels = load_features(tmp_path / "full")
+
+    def interrupted():
+        for i, b in enumerate(batches(6)):
+            if i == 4:
+                raise KeyboardInterrupt
+            yield b
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(enc, interrupted(), out, shard_size=4, progress=False)
+    partial = json.loads((out / "manifest.json").read_text())
+    assert not partial["complete"] and partial["count"] == 12  # 4 batches x 3 = 3 complete shards
+    with pytest.raises(Exception, match="incomplete"):
+        load_features(out)
+    seen = []
+
+    class Spy(torch.nn.Module):  # counts images actually encoded on resume
+        def __init__(self):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, pixels, ids, return_all_depths=False):
+            seen.append(pixels.shape[0])
+            return self.enc(pixels, ids, return_all_depths=return_all_depths)
+
+    extract_features(Spy(), batches(6), out, shard_size=4, progress=False)
+    feats, labels = load_features(out)
+    assert sum(seen) == 6  # only the images after the last complete shard
+    assert torch.equal(labels, ref_labels) and labels.unique().numel() == 18
+    assert torch.equal(feats, ref_feats)
+
+
+def test_extraction_refuses_to_mix_sources(model_pt, tmp_path):
+    enc, _ = load_encoder(model_pt)
+    extract_features(enc, batches(1), tmp_path / "f", source={"model": "a"}, progress=False)
+    with pytest.raises(Exception, match="delete the directory"):
+        extract_features(enc, batches(1), tmp_path / "f", source={"model": "b"}, progress=False)
