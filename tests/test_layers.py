@@ -1,0 +1,176 @@
+"""Layers: DynTanh, norms, RoPE-2D, absolute positions, the packed attention mask, MLP, block."""
+
+import pytest
+import torch
+
+from featnorm.config import ConfigError, DynTanhConfig, MoEConfig
+from featnorm.layers import (
+    AbsolutePositionEmbedding,
+    Attention,
+    DynTanh,
+    MaskedBatchNorm,
+    RoPE2D,
+    apply_rope,
+    attention_mask,
+    make_mlp,
+    make_norm,
+)
+from featnorm.tokens import PAD_ID, padding_ids
+
+
+def _ids(sample, rows, cols, registers=None):
+    n = len(sample)
+    ids = padding_ids(1, n)
+    ids[0, :, 0] = torch.tensor(sample)
+    ids[0, :, 1] = torch.tensor(registers if registers is not None else [PAD_ID] * n)
+    ids[0, :, 2] = torch.tensor(rows)
+    ids[0, :, 3] = torch.tensor(cols)
+    return ids
+
+
+@pytest.mark.parametrize("alpha", ["vector", "scalar"])
+@pytest.mark.parametrize("affine", [False, True])
+def test_dyntanh_equals_its_formula(alpha, affine):
+    torch.manual_seed(0)
+    m = DynTanh(8, alpha=alpha, alpha_init=0.5, affine=affine)
+    assert m.alpha.shape == ((8,) if alpha == "vector" else (1,))
+    assert torch.all(m.alpha == 0.5)
+    with torch.no_grad():
+        m.alpha.copy_(torch.rand_like(m.alpha) + 0.1)
+        if affine:
+            m.weight.copy_(torch.randn(8))
+            m.bias.copy_(torch.randn(8))
+    x = torch.randn(3, 5, 8) * 3
+    expected = torch.tanh(m.alpha * x)
+    if affine:
+        expected = expected * m.weight + m.bias
+    else:
+        assert m.weight is None and len(list(m.parameters())) == 1
+    torch.testing.assert_close(m(x), expected, rtol=0, atol=1e-6)
+
+
+def test_make_norm_builds_each_kind_with_the_affine_switch():
+    assert isinstance(make_norm("layernorm", 4), torch.nn.LayerNorm)
+    assert make_norm("layernorm", 4, affine=False).weight is None
+    d = make_norm("dyntanh", 4, dyntanh=DynTanhConfig(alpha="scalar", alpha_init=0.7))
+    assert d.alpha.shape == (1,) and d.alpha.item() == pytest.approx(0.7) and d.weight is not None
+    assert isinstance(make_norm("disabled", 4), torch.nn.Identity)
+    with pytest.raises(ValueError, match="unknown norm kind"):
+        make_norm("rmsnorm", 4)
+
+
+def test_masked_batchnorm_uses_real_tokens_only_and_running_stats_in_eval():
+    torch.manual_seed(0)
+    bn = MaskedBatchNorm(4, affine=False, momentum=0.5)
+    x = torch.randn(2, 6, 4) * 2 + 1
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    x[1, 4:] = 1e6  # padding must not enter the statistics
+    y = bn(x, mask)
+    real = y[mask]
+    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
+    xr = x[mask]
+    torch.testing.assert_close(bn.running_mean, 0.5 * xr.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(bn.running_var, 0.5 + 0.5 * xr.var(0, unbiased=True), atol=1e-4, rtol=0)
+    bn.eval()
+    before = bn.running_mean.clone()
+    y = bn(x, mask)
+    torch.testing.assert_close(y, (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_rope_does_not_rotate_registers_or_padding():
+    rope = RoPE2D(8)
+    ids = _ids([0, 0, 0, PAD_ID], [3, PAD_ID, 0, PAD_ID], [5, PAD_ID, 0, PAD_ID], [PAD_ID, 0, PAD_ID, PAD_ID])
+    cos, sin = rope.tables(ids)
+    assert cos.shape == (1, 1, 4, 8)
+    x = torch.randn(1, 2, 4, 8)
+    y = apply_rope(x, cos, sin)
+    torch.testing.assert_close(y[:, :, 1:], x[:, :, 1:])  # register, position (0, 0), padding
+    assert not torch.allclose(y[:, :, 0], x[:, :, 0])
+
+
+def test_rope_rotates_first_half_by_row_and_second_half_by_column():
+    rope = RoPE2D(8, base=10000.0)
+    ids = _ids([0, 0], [2, 0], [0, 3])
+    cos, sin = rope.tables(ids)
+    x = torch.randn(1, 1, 2, 8)
+    y = apply_rope(x, cos, sin)
+    # token 0: only row moves -> column half unchanged; token 1: only column moves
+    torch.testing.assert_close(y[0, 0, 0, 4:], x[0, 0, 0, 4:])
+    torch.testing.assert_close(y[0, 0, 1, :4], x[0, 0, 1, :4])
+    # within the row half, pair (0, 2) rotates by angle row * base^0 = 2 radians
+    a = torch.tensor(2.0)
+    x0, x2 = x[0, 0, 0, 0], x[0, 0, 0, 2]
+    torch.testing.assert_close(y[0, 0, 0, 0], x0 * a.cos() - x2 * a.sin())
+    torch.testing.assert_close(y[0, 0, 0, 2], x2 * a.cos() + x0 * a.sin())
+    # norms are preserved (a rotation)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
+
+
+def test_rope_scores_depend_only_on_relative_positions():
+    torch.manual_seed(0)
+    rope = RoPE2D(16)
+    q, k = torch.randn(1, 1, 3, 16), torch.randn(1, 1, 3, 16)
+
+    def scores(rows, cols):
+        cos, sin = rope.tables(_ids([0, 0, 0], rows, cols))
+        return apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-1, -2)
+
+    torch.testing.assert_close(scores([0, 1, 4], [2, 0, 3]), scores([7, 8, 11], [5, 3, 6]), atol=1e-5, rtol=1e-5)
+
+
+def test_absolute_positions_are_row_plus_column_and_zero_on_registers_and_padding():
+    torch.manual_seed(0)
+    pe = AbsolutePositionEmbedding(6, max_grid_size=8)
+    ids = _ids([0, 0, PAD_ID], [2, PAD_ID, PAD_ID], [5, PAD_ID, PAD_ID], [PAD_ID, 0, PAD_ID])
+    out = pe(ids)
+    torch.testing.assert_close(out[0, 0], pe.row[2] + pe.col[5])
+    assert torch.all(out[0, 1:] == 0)
+    with pytest.raises(ValueError, match="max_grid_size"):
+        pe(_ids([0], [8], [0]))
+
+
+def test_attention_mask_keeps_samples_apart_and_padding_to_itself():
+    ids = _ids([0, 1, 0, PAD_ID, PAD_ID], [0] * 5, [0] * 5)
+    m = attention_mask(ids)[0, 0]
+    expected = torch.tensor(
+        [
+            [1, 0, 1, 0, 0],
+            [0, 1, 0, 0, 0],
+            [1, 0, 1, 0, 0],
+            [0, 0, 0, 1, 0],
+            [0, 0, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(m, expected)
+
+
+@pytest.mark.parametrize("qk_norm", ["layernorm", "dyntanh"])
+def test_attention_ignores_other_samples_and_padding_and_gives_no_nan(qk_norm):
+    torch.manual_seed(0)
+    attn = Attention(16, 2, qk_norm=qk_norm)
+    assert attn.qkv.bias is None and attn.proj.bias is None
+    ids = _ids([0, 1, 0, PAD_ID], [0, 0, 1, PAD_ID], [0, 1, 1, PAD_ID])
+    rope = RoPE2D(8).tables(ids)
+    x = torch.randn(1, 4, 16)
+    y = attn(x, attention_mask(ids), rope)
+    assert torch.isfinite(y).all()
+    x2 = x.clone()
+    x2[0, 1] = torch.randn(16) * 100  # the other image
+    x2[0, 3] = torch.randn(16) * 100  # padding
+    y2 = attn(x2, attention_mask(ids), rope)
+    torch.testing.assert_close(y2[0, [0, 2]], y[0, [0, 2]], atol=1e-6, rtol=0)
+
+
+def test_mlp_is_ratio_four_tanh_gelu_and_moe_is_not_silently_ignored():
+    torch.manual_seed(0)
+    mlp = make_mlp(8, 4.0)
+    assert mlp.fc1.out_features == 32
+    x = torch.randn(2, 8)
+    h = torch.nn.functional.gelu(mlp.fc1(x), approximate="tanh")
+    torch.testing.assert_close(mlp(x), mlp.fc2(h))
+    with pytest.raises(ConfigError, match="not implemented"):
+        make_mlp(8, 4.0, MoEConfig(num_experts=16), "model.encoder")
