@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Pretrain one I-JEPA encoder (SPEC section 3) and write DIR/model.pt.
+
+    pretrain.py --config RUN.yaml --out results/runs/RUN [--checkpoint-dir DIR] [--force-resume]
+
+Writes DIR/config.yaml (the resolved config) at the start, DIR/train_log.jsonl while
+training and DIR/model.pt (teacher, student, predictor weights + config) at the end.
+Resume checkpoints go to --checkpoint-dir (default: DIR/../../checkpoints/<name>-<confighash>);
+starting again with the same directory resumes from its newest readable checkpoint.
+SIGTERM / SIGINT checkpoint and exit 0; a NaN or infinite loss exits 1 naming the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from featnorm.config import ConfigError, config_hash, load_run_config
+from featnorm.train.checkpoint import ConfigMismatchError
+from featnorm.train.trainer import NonFiniteLossError, Trainer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="run YAML (defaults + overrides, see featnorm.config)")
+    p.add_argument("--out", required=True, help="run output directory (model.pt, config.yaml, train_log.jsonl)")
+    p.add_argument("--checkpoint-dir", default=None, help="resume checkpoints (default: OUT/../../checkpoints/<name>-<confighash>)")
+    p.add_argument("--force-resume", action="store_true", help="resume even from checkpoints of another config")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def model_complete(path: Path) -> bool:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # absent, truncated or not a checkpoint: train (again)
+        return False
+    return isinstance(ckpt, dict) and {"config", "teacher", "student", "predictor", "step"} <= set(ckpt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_run_config(args.config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if model_complete(out / "model.pt"):
+        print(f"{out / 'model.pt'} already exists and is complete; nothing to do (delete it to train again)")
+        return 0
+    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.parent.parent / "checkpoints" / f"{cfg.name}-{config_hash(cfg)}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from featnorm.train.data_source import build_train_data
+
+    try:
+        data = build_train_data(cfg, ckpt_dir)
+        trainer = Trainer(cfg, data, out, ckpt_dir, force_resume=args.force_resume, device=args.device,
+                          progress=False if args.no_progress else None)
+    except (ConfigMismatchError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if trainer.resumed_from is not None:
+        print(f"resuming from {trainer.resumed_from} (step {trainer.step}, {trainer.images_seen} images seen)", file=sys.stderr)
+    try:
+        result = trainer.run()
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.stopped_by != "done":
+        print(f"stopped by {result.stopped_by} after step {result.step}; checkpoint in {ckpt_dir}, run again to resume", file=sys.stderr)
+        return 0
+    print(f"done: {result.step} steps, {result.images_seen} images; wrote {out / 'model.pt'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

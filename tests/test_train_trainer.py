@@ -1,0 +1,120 @@
+"""The training loop in process on synthetic packed batches: EMA with the scheduled beta,
+the NaN guard, epoch-end checkpoints, weight-decay groups, exact in-process resume."""
+
+import json
+
+import pytest
+import torch
+
+from featnorm.config import run_config_from_dict
+from featnorm.train.checkpoint import checkpoint_paths
+from featnorm.train.schedule import ema_beta
+from featnorm.train.trainer import NonFiniteLossError, Trainer, TrainData, param_groups
+
+PATCH = 4  # patch_dim 48: tiny and fast
+
+
+def tiny_config(**train):
+    return run_config_from_dict({
+        "seed": 0,
+        "model": {
+            "patch_size": PATCH,
+            "encoder": {"dim": 64, "depth": 2, "num_heads": 2},
+            "predictor": {"dim": 32, "depth": 1, "num_heads": 1},
+        },
+        "data": {"min_side": 16, "max_side": 32, "max_context_tokens": 16, "max_target_tokens": 24},
+        "train": {"batch_size": 2, "steps": 6, "lr_warmup_steps": 2, "ema_warmup_steps": 3,
+                  "checkpoint_every": 2, "rankme_every": 3, "lidar_every": 0, **train},
+    })
+
+
+@pytest.fixture
+def synthetic_data(make_image, make_batch):
+    """5 batches per epoch of 2 rows, each row two 4x4-patch images; a function of (epoch, index)."""
+
+    def epoch_batches(epoch, skip):
+        for i in range(skip, 5):
+            seed = epoch * 100 + i
+            rows = [[make_image(2 * r, 4, 4, 1 + (seed + r) % 2, patch_dim=PATCH * PATCH * 3, seed=seed * 7 + r),
+                     make_image(2 * r + 1, 4, 4, 2, patch_dim=PATCH * PATCH * 3, seed=seed * 11 + r)] for r in range(2)]
+            yield make_batch(rows, 16, 24, patch_dim=PATCH * PATCH * 3)
+
+    return TrainData(epoch_batches, num_images=20)
+
+
+def read_log(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_teacher_follows_ema_of_student_with_scheduled_beta(tmp_path, synthetic_data):
+    tr = Trainer(tiny_config(), synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False)
+    teacher0 = {k: v.clone() for k, v in tr.model.teacher.named_parameters()}
+    batch = next(synthetic_data.epoch_batches(0, 0))
+    tr.train_step(batch)
+    beta = ema_beta(tr.cfg.train, 0)
+    for name, s in tr.model.student.named_parameters():
+        want = beta * teacher0[name] + (1 - beta) * s.detach()
+        assert torch.allclose(dict(tr.model.teacher.named_parameters())[name], want, atol=1e-6), name
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, synthetic_data, monkeypatch):
+    tr = Trainer(tiny_config(), synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False)
+    forward = tr.model.forward
+
+    def poisoned(batch, generator=None):
+        out = forward(batch, generator=generator)
+        if tr.step == 2:  # the third step
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(tr, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3;.*ckpt-000000002\.pt"):
+        tr.run()
+    assert [p.name for p in checkpoint_paths(tmp_path / "ck")][0] == "ckpt-000000002.pt"
+    assert not (tmp_path / "out" / "model.pt").exists()
+    assert [r["step"] for r in read_log(tmp_path / "out" / "train_log.jsonl") if "loss" in r] == [1, 2]
+
+
+def test_epoch_end_writes_a_checkpoint_at_the_next_epochs_start(tmp_path, synthetic_data):
+    tr = Trainer(tiny_config(steps=6, checkpoint_every=1000, keep_checkpoints=5), synthetic_data,
+                 tmp_path / "out", tmp_path / "ck", progress=False)
+    tr.run()
+    names = sorted(p.name for p in checkpoint_paths(tmp_path / "ck"))
+    assert names == ["ckpt-000000000.pt", "ckpt-000000005.pt", "ckpt-000000006.pt"]
+    state = torch.load(tmp_path / "ck" / "ckpt-000000005.pt", weights_only=True)
+    assert state["data_position"] == {"epoch": 1, "batch_in_epoch": 0}
+    assert state["images_seen"] == 20
+
+
+def test_resume_in_process_repeats_the_uninterrupted_losses(tmp_path, synthetic_data):
+    cfg = tiny_config(steps=8, checkpoint_every=3)
+    Trainer(cfg, synthetic_data, tmp_path / "a", tmp_path / "cka", progress=False).run()
+    full = read_log(tmp_path / "a" / "train_log.jsonl")
+    # Simulate a crash after step 3: keep only that checkpoint and rerun.
+    tr = Trainer(cfg, synthetic_data, tmp_path / "b", tmp_path / "ckb", progress=False)
+    tr.total_steps = 3
+    tr.run()
+    tr2 = Trainer(cfg, synthetic_data, tmp_path / "b", tmp_path / "ckb", progress=False)
+    assert tr2.step == 3
+    tr2.run()
+    resumed = read_log(tmp_path / "b" / "train_log.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in full]
+    for a, b in zip(full, resumed):
+        for key in ("loss", "rankme", "lr", "ema_beta", "images_seen"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a, b)
+
+
+def test_no_weight_decay_on_norms_biases_and_embeddings(synthetic_data):
+    from featnorm.ijepa import IJEPA
+
+    cfg = tiny_config()
+    cfg.model.encoder.pos_embed = "absolute"
+    model = IJEPA(cfg.model)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.ndim == 2 for p in decay["params"])
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert any(n.endswith("mask_token") for n in nd)
+    assert any(".row" in n or ".col" in n for n in nd)
+    assert not any(n.startswith("teacher.") for n in nd | {names[id(p)] for p in decay["params"]})
