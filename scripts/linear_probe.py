@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Linear probes on cached features: one classifier per encoder depth, trained together.
+
+    linear_probe.py --train-features DIR --val-features DIR --out JSON
+
+DIRs are feature caches written by extract_features.py. SPEC section 4 defaults: AdamW
+lr 1e-3, batch 2048, 50 epochs. The JSON holds top-1 / top-5 (percent) per depth on the
+validation features, the best and the last depth, and the training loss per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from featnorm.evaluation.features import FeatureCacheError, load_features
+from featnorm.evaluation.linear_probe import train_linear_probes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-features", required=True, help="feature cache of the training split")
+    p.add_argument("--val-features", required=True, help="feature cache of the validation split")
+    p.add_argument("--out", required=True, help="output JSON (e.g. results/runs/RUN/eval/linear_probe.json)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (torch's default)")
+    p.add_argument("--no-standardize", action="store_true", help="train on raw features (default: standardise "
+                   "each depth and channel with the training set's mean and std)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: largest label + 1")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        tx, ty = load_features(args.train_features)
+        vx, vy = load_features(args.val_features)
+        result = train_linear_probes(
+            tx, ty, vx, vy, num_classes=args.num_classes, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, standardize=not args.no_standardize,
+            device=device, seed=args.seed, progress=not args.no_progress,
+        )
+    except (FeatureCacheError, ValueError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result["train_features"] = str(args.train_features)
+    result["val_features"] = str(args.val_features)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print(f"linear probe: best top-1 {result['best_top1']:.2f}% at depth {result['best_depth']}, "
+          f"last depth {result['last_top1']:.2f}%; wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
