@@ -8,7 +8,7 @@ import torch
 
 from featnorm.config import run_config_from_dict, to_dict
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_encoder
-from featnorm.evaluation.features import extract_features, load_features, mean_pool
+from featnorm.evaluation.features import ShardBatch, extract_features, load_features, mean_pool
 from featnorm.models.encoder import Encoder
 from featnorm.tokens import PAD_ID
 
@@ -25,8 +25,23 @@ def grid_batch(b, gh=4, gw=4, patch_dim=48, seed=0, first_label=0):
     return torch.rand(b, gh * gw, patch_dim, generator=g) * 2 - 1, ids, torch.arange(first_label, first_label + b)
 
 
-def batches(n_batches, b=3):
-    return [grid_batch(b, seed=i, first_label=i * b) for i in range(n_batches)]
+SHARDS = ["s0", "s1", "s2"]
+
+
+def source(done=frozenset(), b=3, per_shard=2, interleave=False):
+    """Two batches of b images per image shard; labels count images in dataset order."""
+    out = []
+    for k, name in enumerate(SHARDS):
+        if name in done:
+            continue
+        for j in range(per_shard):
+            i = k * per_shard + j
+            out.append(ShardBatch(name, *grid_batch(b, seed=i, first_label=i * b), last=j == per_shard - 1))
+    if interleave:  # as from two loader workers: shards s0/s2 and s1 alternate
+        a = [x for x in out if SHARDS.index(x.shard) % 2 == 0]
+        b = [x for x in out if SHARDS.index(x.shard) % 2 == 1]
+        out = [x for pair in zip(a, b) for x in pair] + a[len(b):]
+    return out
 
 
 @pytest.fixture
@@ -81,57 +96,59 @@ def test_load_encoder_refuses_unbuildable_config_naming_file_and_reason(model_pt
 def test_extraction_writes_float16_shards_of_every_depth(model_pt, tmp_path):
     enc, _ = load_encoder(model_pt)
     out = tmp_path / "feats"
-    manifest = extract_features(enc, batches(4), out, shard_size=5, progress=False)
-    assert manifest["complete"] and manifest["count"] == 12
-    assert [s["count"] for s in manifest["shards"]] == [5, 5, 2]
+    manifest = extract_features(enc, source, SHARDS, out, progress=False)
+    assert manifest["complete"] and manifest["count"] == 18
+    assert [manifest["shards"][s]["count"] for s in SHARDS] == [6, 6, 6]
     feats, labels = load_features(out)
-    assert feats.dtype == torch.float16 and feats.shape == (12, 3, 32)
-    assert torch.equal(labels, torch.arange(12))
+    assert feats.dtype == torch.float16 and feats.shape == (18, 3, 32)
+    assert torch.equal(labels, torch.arange(18))
     # matches a direct forward pass of the eval-mode teacher
-    pixels, ids, _ = batches(1)[0]
+    b = source()[0]
     with torch.no_grad():
-        _, hiddens = enc(pixels, ids, return_all_depths=True)
+        _, hiddens = enc(b.pixels, b.token_ids, return_all_depths=True)
     assert torch.allclose(feats[:3].float(), hiddens.mean(2).transpose(0, 1), atol=2e-3, rtol=2e-3)
+
+
+def test_extraction_keeps_dataset_order_with_interleaved_workers(model_pt, tmp_path):
+    enc, _ = load_encoder(model_pt)
+    extract_features(enc, lambda done: source(done, interleave=True), SHARDS, tmp_path / "f", progress=False)
+    _, labels = load_features(tmp_path / "f")
+    assert torch.equal(labels, torch.arange(18))
 
 
 def test_extraction_resumes_after_interruption_without_duplicates(model_pt, tmp_path):
     enc, _ = load_encoder(model_pt)
-    extract_features(enc, batches(6), tmp_path / "full", shard_size=4, progress=False)
+    extract_features(enc, source, SHARDS, tmp_path / "full", progress=False)
     ref_feats, ref_labels = load_features(tmp_path / "full")
 
-    def interrupted():
-        for i, b in enumerate(batches(6)):
-            if i == 4:
+    def interrupted(done):
+        for i, b in enumerate(source(done)):
+            if i == 3:  # in the middle of shard s1
                 raise KeyboardInterrupt
             yield b
 
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        extract_features(enc, interrupted(), out, shard_size=4, progress=False)
+        extract_features(enc, interrupted, SHARDS, out, progress=False)
     partial = json.loads((out / "manifest.json").read_text())
-    assert not partial["complete"] and partial["count"] == 12  # 4 batches x 3 = 3 complete shards
+    assert not partial["complete"] and list(partial["shards"]) == ["s0"] and partial["count"] == 6
     with pytest.raises(Exception, match="incomplete"):
         load_features(out)
-    seen = []
+    asked = []
 
-    class Spy(torch.nn.Module):  # counts images actually encoded on resume
-        def __init__(self):
-            super().__init__()
-            self.enc = enc
+    def resumed(done):
+        asked.append(set(done))
+        return source(done)
 
-        def forward(self, pixels, ids, return_all_depths=False):
-            seen.append(pixels.shape[0])
-            return self.enc(pixels, ids, return_all_depths=return_all_depths)
-
-    extract_features(Spy(), batches(6), out, shard_size=4, progress=False)
+    extract_features(enc, resumed, SHARDS, out, progress=False)
     feats, labels = load_features(out)
-    assert sum(seen) == 6  # only the images after the last complete shard
+    assert asked == [{"s0"}]  # only the shards not complete are read again
     assert torch.equal(labels, ref_labels) and labels.unique().numel() == 18
     assert torch.equal(feats, ref_feats)
 
 
 def test_extraction_refuses_to_mix_sources(model_pt, tmp_path):
     enc, _ = load_encoder(model_pt)
-    extract_features(enc, batches(1), tmp_path / "f", source={"model": "a"}, progress=False)
+    extract_features(enc, source, SHARDS, tmp_path / "f", source={"model": "a"}, progress=False)
     with pytest.raises(Exception, match="delete the directory"):
-        extract_features(enc, batches(1), tmp_path / "f", source={"model": "b"}, progress=False)
+        extract_features(enc, source, SHARDS, tmp_path / "f", source={"model": "b"}, progress=False)

@@ -1,14 +1,17 @@
 """Mean-pooled features of every encoder depth, cached on disk as float16 shards.
 
-Layout of an output directory:
-    manifest.json          {"format", "num_depths", "dim", "dtype", "shard_size", "source",
-                            "shards": [{"file", "count"}], "count", "complete"}
-    features-00000.pt      {"features": (count, num_depths, dim) float16, "labels": (count,) long}
+One feature shard per image shard, so an interrupted extraction resumes at image-shard
+granularity without decoding what is done, whatever the number of loader workers:
 
-Shards and the manifest are written atomically (temporary file + rename), and the manifest
-lists a shard only once its file is complete, so an interrupted extraction resumes after the
-last listed shard: the first `count` images of the (deterministic, unshuffled) evaluation
-stream are skipped without being encoded.
+    manifest.json          {"format", "source", "source_shards": [image shard names, in order],
+                            "num_depths", "dim", "dtype",
+                            "shards": {image shard name: {"file", "count"}}, "count", "complete"}
+    features-00000.pt      {"features": (count, num_depths, dim) float16, "labels": (count,) long}
+                           (the features of image shard number 00000 of `source_shards`)
+
+Feature files and the manifest are written atomically (temporary file + rename), and the
+manifest lists a shard only once its file is complete. `load_features` concatenates the
+shards in `source_shards` order.
 """
 
 from __future__ import annotations
@@ -16,16 +19,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
 from featnorm.tokens import is_patch
 
-FORMAT = "featnorm-features-v1"
+FORMAT = "featnorm-features-v2"
 MANIFEST = "manifest.json"
+
+
+@dataclass
+class ShardBatch:
+    """Images of one image shard, one per row; `last` marks the shard's final batch."""
+
+    shard: str  # image shard name (a key of the manifest's "shards")
+    pixels: torch.Tensor  # (B, L, patch_dim)
+    token_ids: torch.Tensor  # (B, L, 4)
+    labels: torch.Tensor | None  # (B,) long, or None (stored as -1)
+    last: bool
 
 
 class FeatureCacheError(RuntimeError):
@@ -79,105 +94,74 @@ def read_manifest(out_dir: str | Path) -> dict | None:
     return manifest
 
 
-def _skip_images(batches: Iterable[tuple], skip: int) -> Iterator[tuple]:
-    """Drop the first `skip` images of a stream of `(pixels, token_ids, labels)` batches."""
-    for batch in batches:
-        n = batch[0].shape[0]
-        if skip >= n:
-            skip -= n
-            continue
-        if skip:
-            batch = tuple(t[skip:] for t in batch)
-            skip = 0
-        yield batch
-
-
 def extract_features(
     encoder: torch.nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    make_batches: Callable[[set[str]], Iterable[ShardBatch]],
+    source_shards: list[str],
     out_dir: str | Path,
     *,
     source: dict | None = None,
-    shard_size: int = 10_000,
     total: int | None = None,
     device: str | torch.device = "cpu",
-    max_images: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Encode every image of `batches` and write mean-pooled features of all depths.
+    """Encode every image and write mean-pooled features of all depths, per image shard.
 
-    batches: `(pixels (B, L, patch_dim), token_ids (B, L, 4), labels (B,) or None)`, one image
-    per row, in a fixed order (resume skips the images already written).
-    source: identifies what is extracted (model path, shard dir); a resume with another source
-    is refused rather than mixing features. Returns the final manifest.
+    make_batches(done): the batches of every image shard not in `done`, batches of several
+    shards may interleave (loader workers), a shard's batches in order, the last flagged.
+    source_shards: all image shard names in dataset order. source: identifies what is
+    extracted (model, shards, settings); resuming with another source is refused rather
+    than mixing features. Returns the final manifest.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     source = source or {}
     manifest = read_manifest(out_dir)
-    if manifest is not None and manifest.get("source", {}) != source:
+    if manifest is not None and (manifest.get("source") != source or manifest.get("source_shards") != list(source_shards)):
         raise FeatureCacheError(
             f"{out_dir / MANIFEST}: holds features of {manifest.get('source')}, not of {source}; "
             "delete the directory or choose another --out"
         )
     if manifest is None:
-        manifest = {"format": FORMAT, "source": source, "shard_size": shard_size, "shards": [], "count": 0,
-                    "complete": False, "num_depths": None, "dim": None, "dtype": "float16"}
+        manifest = {"format": FORMAT, "source": source, "source_shards": list(source_shards), "num_depths": None,
+                    "dim": None, "dtype": "float16", "shards": {}, "count": 0, "complete": False}
     if manifest["complete"]:
         return manifest
-    shard_size = manifest["shard_size"]
-    done = manifest["count"]
-    limit = min(total, max_images) if (total is not None and max_images is not None) else (max_images or total)
+    index = {name: i for i, name in enumerate(source_shards)}
+    done = set(manifest["shards"])
     encoder.eval()  # DiffMoE: eval routing
+    pending: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    finite = torch.finfo(torch.float16).max
 
-    pending_f: list[torch.Tensor] = []
-    pending_y: list[torch.Tensor] = []
-    pending = 0
-
-    def flush() -> None:
-        nonlocal pending_f, pending_y, pending
-        feats = torch.cat(pending_f)
-        labels = torch.cat(pending_y)
-        name = f"features-{len(manifest['shards']):05d}.pt"
-        _atomic_torch_save({"features": feats, "labels": labels}, out_dir / name)
-        manifest["shards"].append({"file": name, "count": int(feats.shape[0])})
-        manifest["count"] += int(feats.shape[0])
-        manifest["num_depths"], manifest["dim"] = int(feats.shape[1]), int(feats.shape[2])
-        _atomic_write_json(manifest, out_dir / MANIFEST)
-        pending_f, pending_y, pending = [], [], 0
-
-    bar = tqdm(total=limit, initial=done, unit="img", desc=f"features -> {out_dir.name}", disable=not progress)
-    seen = done
-    for pixels, token_ids, labels in _skip_images(batches, done):
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None and seen + pixels.shape[0] > limit:
-            keep = limit - seen
-            pixels, token_ids = pixels[:keep], token_ids[:keep]
-            labels = None if labels is None else labels[:keep]
-        b = pixels.shape[0]
-        pixels = pixels.to(device, non_blocking=True)
-        token_ids = token_ids.to(device, non_blocking=True)
-        pooled = mean_pool(encode_all_depths(encoder, pixels, token_ids), token_ids)
-        finite = torch.finfo(torch.float16).max
-        pooled = pooled.clamp(-finite, finite).to(torch.float16).cpu()
-        labels = torch.full((b,), -1, dtype=torch.long) if labels is None else labels.long().cpu()
-        # split across shard boundaries so every shard but the last holds exactly shard_size
-        start = 0
-        while start < b:
-            take = min(shard_size - pending, b - start)
-            pending_f.append(pooled[start : start + take])
-            pending_y.append(labels[start : start + take])
-            pending += take
-            start += take
-            if pending == shard_size:
-                flush()
-        seen += b
-        bar.update(b)
+    bar = tqdm(total=total, initial=manifest["count"], unit="img", desc=f"features -> {out_dir}", disable=not progress)
+    for b in make_batches(done):
+        if b.shard in done:
+            raise FeatureCacheError(f"image shard {b.shard} was extracted already; the batch source repeated it")
+        feats, labels = pending.setdefault(b.shard, ([], []))
+        n = b.pixels.shape[0]
+        if n:
+            token_ids = b.token_ids.to(device, non_blocking=True)
+            pooled = mean_pool(encode_all_depths(encoder, b.pixels.to(device, non_blocking=True), token_ids), token_ids)
+            feats.append(pooled.clamp(-finite, finite).to(torch.float16).cpu())
+            labels.append(torch.full((n,), -1, dtype=torch.long) if b.labels is None else b.labels.long().cpu())
+            bar.update(n)
+        if b.last:
+            f, y = pending.pop(b.shard)
+            f = torch.cat(f) if f else torch.zeros(0, manifest["num_depths"] or 0, manifest["dim"] or 0, dtype=torch.float16)
+            y = torch.cat(y) if y else torch.zeros(0, dtype=torch.long)
+            name = f"features-{index[b.shard]:05d}.pt"
+            _atomic_torch_save({"features": f, "labels": y}, out_dir / name)
+            manifest["shards"][b.shard] = {"file": name, "count": int(f.shape[0])}
+            manifest["count"] += int(f.shape[0])
+            if f.shape[0]:
+                manifest["num_depths"], manifest["dim"] = int(f.shape[1]), int(f.shape[2])
+            done.add(b.shard)
+            _atomic_write_json(manifest, out_dir / MANIFEST)
     bar.close()
-    if pending:
-        flush()
+    missing = [s for s in source_shards if s not in manifest["shards"]]
+    if missing:
+        raise FeatureCacheError(f"{out_dir}: the batch source ended before image shards {missing[:3]} were complete")
     manifest["complete"] = True
     _atomic_write_json(manifest, out_dir / MANIFEST)
     return manifest
@@ -194,10 +178,13 @@ def load_features(feature_dir: str | Path, allow_incomplete: bool = False) -> tu
             f"{feature_dir / MANIFEST}: extraction is incomplete ({manifest['count']} images so far); "
             "rerun extract_features.py to resume it"
         )
-    if not manifest["shards"]:
+    if not manifest["count"]:
         raise FeatureCacheError(f"{feature_dir}: the feature cache holds no images")
     feats, labels = [], []
-    for shard in manifest["shards"]:
+    for name in manifest["source_shards"]:
+        shard = manifest["shards"].get(name)
+        if shard is None or not shard["count"]:
+            continue
         blob = torch.load(feature_dir / shard["file"], map_location="cpu", weights_only=True)
         if blob["features"].shape[0] != shard["count"]:
             raise FeatureCacheError(f"{feature_dir / shard['file']}: holds {blob['features'].shape[0]} rows, manifest says {shard['count']}")
