@@ -1,0 +1,59 @@
+"""Run config: the paper's ViT-S defaults and rejection of impossible settings by field name."""
+
+import pytest
+
+from featnorm.config import ConfigError, RunConfig, load_run_config, run_config_from_dict, validate
+
+
+def test_defaults_are_the_paper_vit_s_and_validate():
+    cfg = RunConfig()
+    validate(cfg)
+    e, p, o = cfg.model.encoder, cfg.model.predictor, cfg.model.objective
+    assert (e.dim, e.depth, e.num_heads, e.head_dim, e.mlp_ratio) == (384, 12, 6, 64, 4.0)
+    assert (p.dim, p.depth, p.num_heads) == (256, 6, 4)
+    assert cfg.model.patch_dim == 768 and cfg.model.window_size == 2
+    assert e.pos_embed == "rope" and e.rope_base == 10000 and e.max_grid_size == 64
+    assert (o.batch_repeat, o.context_capacity, o.target_capacity, o.smooth_l1_beta) == (4, 0.25, 0.25, 1.0)
+    assert o.target_norm_beta == 0.99 and e.dyntanh.alpha == "vector" and e.dyntanh.alpha_init == 0.5
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"model": {"encoder": {"dim": 384, "num_heads": 5}}}, "model.encoder.dim"),
+        ({"model": {"encoder": {"dim": 30, "num_heads": 2}}}, "head dim 15"),
+        ({"model": {"predictor": {"dim": 24, "num_heads": 4}}}, "model.predictor"),  # head dim 6: RoPE needs 4 | hd
+        ({"model": {"objective": {"context_capacity": 0.0}}}, "model.objective.context_capacity"),
+        ({"model": {"objective": {"target_capacity": 1.5}}}, "model.objective.target_capacity"),
+        ({"model": {"objective": {"batch_repeat": 0}}}, "model.objective.batch_repeat"),
+        (
+            {"model": {"objective": {"with_replacement": False, "batch_repeat": 4, "target_capacity": 0.5}}},
+            "sampling without replacement",
+        ),
+        ({"model": {"objective": {"target_norm_beta": 1.0}}}, "target_norm_beta"),
+        ({"model": {"objective": {"target_norm": "rmsnorm"}}}, "model.objective.target_norm"),
+        ({"model": {"encoder": {"out_norm": "groupnorm"}}}, "model.encoder.out_norm"),
+        ({"model": {"encoder": {"moe": {"capacity": 0.0}}}}, "model.encoder.moe.capacity"),
+        ({"model": {"encoder": {"tome": {"ratio": 1.0}}}}, "model.encoder.tome.ratio"),
+        ({"model": {"encoder": {"num_registers": -1}}}, "model.encoder.num_registers"),
+        ({"model": {"encoder": {"qk_nrom": "layernorm"}}}, "qk_nrom"),
+    ],
+)
+def test_impossible_settings_are_rejected_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        run_config_from_dict(overrides)
+
+
+def test_without_replacement_is_accepted_when_the_draws_fit():
+    cfg = run_config_from_dict({"model": {"objective": {"with_replacement": False, "batch_repeat": 4}}})
+    assert cfg.model.objective.context_capacity * 4 <= 1
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  encoder:\n    num_heads: 7\n")
+    with pytest.raises(ConfigError, match="run.yaml"):
+        load_run_config(path)
+    path.write_text("model:\n  encoder:\n    out_norm: batchnorm\n    out_norm_affine: true\n")
+    cfg = load_run_config(path)
+    assert cfg.model.encoder.out_norm == "batchnorm" and cfg.model.encoder.dim == 384
