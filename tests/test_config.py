@@ -36,6 +36,7 @@ def test_defaults_are_the_paper_vit_s_and_validate():
         ({"model": {"encoder": {"moe": {"capacity": 0.0}}}}, "model.encoder.moe.capacity"),
         ({"model": {"encoder": {"tome": {"ratio": 1.0}}}}, "model.encoder.tome.ratio"),
         ({"model": {"encoder": {"num_registers": -1}}}, "model.encoder.num_registers"),
+        ({"model": {"predictor": {"rope_base": 0.0}}}, "model.predictor.rope_base"),
         ({"model": {"encoder": {"qk_nrom": "layernorm"}}}, "qk_nrom"),
     ],
 )
@@ -57,3 +58,18 @@ def test_yaml_errors_name_the_file(tmp_path):
     path.write_text("model:\n  encoder:\n    out_norm: batchnorm\n    out_norm_affine: true\n")
     cfg = load_run_config(path)
     assert cfg.model.encoder.out_norm == "batchnorm" and cfg.model.encoder.dim == 384
+
+
+def test_model_options_of_issue_8_fail_loudly_instead_of_being_ignored():
+    from featnorm.ijepa import IJEPA
+
+    for overrides in (
+        {"encoder": {"dim": 16, "depth": 1, "num_heads": 2, "moe": {"num_experts": 4}}},
+        {
+            "encoder": {"dim": 16, "depth": 1, "num_heads": 2},
+            "predictor": {"dim": 16, "depth": 1, "num_heads": 2, "tome": {"ratio": 0.1}},
+        },
+    ):
+        cfg = run_config_from_dict({"model": overrides})
+        with pytest.raises(ConfigError, match="not implemented yet"):
+            IJEPA(cfg.model)

@@ -329,6 +329,7 @@ def _validate_net(c: EncoderConfig | PredictorConfig, where: str) -> None:
     _check(c.mlp_ratio > 0, f"{where}.mlp_ratio must be positive, got {c.mlp_ratio}")
     _check(c.num_registers >= 0, f"{where}.num_registers must be >= 0, got {c.num_registers}")
     _check(c.max_grid_size > 0, f"{where}.max_grid_size must be positive")
+    _check(c.rope_base > 0, f"{where}.rope_base must be positive, got {c.rope_base}")
     _check(c.dyntanh.alpha_init > 0, f"{where}.dyntanh.alpha_init must be positive")
     _check(c.moe.num_experts >= 0, f"{where}.moe.num_experts must be >= 0")
     _check(0 < c.moe.capacity <= 1, f"{where}.moe.capacity = {c.moe.capacity} must be in (0, 1]")
