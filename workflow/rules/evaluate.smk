@@ -1,0 +1,132 @@
+# Evaluation of every enabled run (SPEC section 4): features of every depth, the linear
+# probe, the NYU depth probe, LiDAR / RankMe.
+#
+# Feature caches (features/<run>/<split>/) resume after an interruption. Their
+# provenance.json, written when extraction finishes, is the declared output; a cache that
+# is complete, or older than the model, is stale when the job runs again and is removed first.
+
+
+rule extract_features:
+    """Mean-pooled teacher features of every depth, float16 shards (resumable)."""
+    input:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+        shards=lambda wc: manifest("imagenet", wc.split),
+    output:
+        f"{FEATURES}/{{run}}/{{split}}/provenance.json",
+    params:
+        shards=lambda wc: shard_dir("imagenet", wc.split),
+        out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("extract_features", "run", "split"),
+    benchmark:
+        bench_of("extract_features", "run", "split")
+    conda:
+        ENV
+    shell:
+        # stale cache: complete (the job reruns because something changed) or older than the model
+        "if [ -f {params.out}/manifest.json ] && {{ grep -q '\"complete\": true' {params.out}/manifest.json "
+        "|| [ {input.model} -nt {params.out}/manifest.json ]; }}; then rm -rf {params.out}; fi; "
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step extract_features "
+        "--provenance {output} -- "
+        "python scripts/extract_features.py --model {input.model} --shards {params.shards} "
+        "--out {params.out} >> {log} 2>&1"
+
+
+rule linear_probe:
+    """One linear classifier per depth on the cached features; top-1 per depth."""
+    input:
+        train=f"{FEATURES}/{{run}}/train/provenance.json",
+        val=f"{FEATURES}/{{run}}/val/provenance.json",
+    output:
+        f"{RUNS_DIR}/{{run}}/eval/linear_probe.json",
+    params:
+        train=lambda wc: f"{FEATURES}/{wc.run}/train",
+        val=lambda wc: f"{FEATURES}/{wc.run}/val",
+        epochs=EVAL.get("linear_probe", {}).get("epochs", 50),
+        batch_size=EVAL.get("linear_probe", {}).get("batch_size", 2048),
+        lr=EVAL.get("linear_probe", {}).get("lr", 1e-3),
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("linear_probe", "run"),
+    benchmark:
+        bench_of("linear_probe", "run")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step linear_probe "
+        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/linear_probe.json -- "
+        "python scripts/linear_probe.py --train-features {params.train} --val-features {params.val} "
+        "--out {output} --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} "
+        "--threads {threads} --no-progress > {log} 2>&1"
+
+
+rule depth_probe:
+    """NYU-Depth-v2 probe on the 4th block from the end: RMSE (m), strips of predictions."""
+    input:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+        train=manifest("nyu", "train"),
+        val=manifest("nyu", "val"),
+    output:
+        json=f"{RUNS_DIR}/{{run}}/eval/depth_probe.json",
+        strips=report(
+            f"{RUNS_DIR}/{{run}}/eval/depth_strips.png",
+            category="Depth probe",
+            subcategory="{run}",
+            caption="../report/depth_strips.rst",
+        ),
+    params:
+        train=shard_dir("nyu", "train"),
+        val=shard_dir("nyu", "val"),
+        epochs=EVAL.get("depth_probe", {}).get("epochs", 10),
+        lr=EVAL.get("depth_probe", {}).get("lr", 5e-4),
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("depth_probe", "run"),
+    benchmark:
+        bench_of("depth_probe", "run")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step depth_probe "
+        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/depth_probe.json -- "
+        "python scripts/depth_probe.py --model {input.model} --train-shards {params.train} "
+        "--val-shards {params.val} --out {output.json} --strips {output.strips} "
+        "--epochs {params.epochs} --lr {params.lr} > {log} 2>&1"
+
+
+rule lidar:
+    """LiDAR and RankMe of the teacher on a fixed, seeded subset of training images."""
+    input:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+        shards=manifest("imagenet", "train"),
+    output:
+        f"{RUNS_DIR}/{{run}}/eval/lidar.json",
+    params:
+        shards=shard_dir("imagenet", "train"),
+        images=EVAL.get("lidar", {}).get("images", 1000),
+        augmentations=EVAL.get("lidar", {}).get("augmentations", 50),
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("lidar", "run"),
+    benchmark:
+        bench_of("lidar", "run")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step lidar "
+        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/lidar.json -- "
+        "python scripts/lidar.py --model {input.model} --shards {params.shards} --out {output} "
+        "--images {params.images} --augmentations {params.augmentations} > {log} 2>&1"

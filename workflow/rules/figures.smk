@@ -1,0 +1,223 @@
+# The paper's figures and tables, one rule and one script each, under <results>/paper/.
+# Every figure is PNG + PDF; the summary table is CSV + Markdown + LaTeX. Each is a target of
+# its own, e.g. `snakemake results/paper/figures/loss_maps.png` or `snakemake fig_loss_maps`.
+
+FIGURES_DIR = f"{PAPER}/figures"
+TABLES_DIR = f"{PAPER}/tables"
+VAL_SHARDS = shard_dir("imagenet", "val")
+NUM_IMAGES = FIGS.get("images", 8)
+DEVICE_RULE_THREADS = 4
+
+
+def figure(name):
+    """{png, pdf} of one figure; the PNG goes into the report."""
+    return {
+        "png": report(
+            f"{FIGURES_DIR}/{name}.png", category="Figures", caption=f"../report/{name}.rst"
+        ),
+        "pdf": f"{FIGURES_DIR}/{name}.pdf",
+    }
+
+
+def runs_args(runs):
+    """--runs DIR... --names NAME... for a figure script."""
+    return "--runs " + " ".join(run_dir(r) for r in runs) + " --names " + " ".join(runs)
+
+
+FIGURE_NAMES = [
+    "loss_maps",
+    "pca_features",
+    "token_loss_distribution",
+    "token_energy",
+    "training_curves",
+    "linear_probe_depth",
+]
+TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
+FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+EVAL_FILES = [
+    f"{RUNS_DIR}/{run}/eval/{f}"
+    for run in ENABLED_RUNS
+    for f in ("linear_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
+]
+ALL_TARGETS = FIGURE_FILES + TABLE_FILES + EVAL_FILES
+
+
+rule fig_loss_maps:
+    """Per-token loss averaged over many random masks, per image, for the compared runs."""
+    input:
+        models=[model(r) for r in COMPARE],
+        shards=manifest("imagenet", "val"),
+    output:
+        **figure("loss_maps"),
+    params:
+        runs=runs_args(COMPARE),
+        masks=FIGS.get("loss_maps", {}).get("masks", 8000),
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_loss_maps"),
+    benchmark:
+        bench_of("fig_loss_maps")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
+        "--provenance {PAPER}/provenance/loss_maps.json -- "
+        "python scripts/fig_loss_maps.py {params.runs} --shards {VAL_SHARDS} "
+        "--num-images {NUM_IMAGES} --masks {params.masks} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_pca_features:
+    """First three principal components of the patch features as RGB, per run."""
+    input:
+        models=[model(r) for r in COMPARE],
+        shards=manifest("imagenet", "val"),
+    output:
+        **figure("pca_features"),
+    params:
+        runs=runs_args(COMPARE),
+        depth=FIGS.get("pca_features", {}).get("depth", -4),
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_pca_features"),
+    benchmark:
+        bench_of("fig_pca_features")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_pca_features "
+        "--provenance {PAPER}/provenance/pca_features.json -- "
+        "python scripts/fig_pca_features.py {params.runs} --shards {VAL_SHARDS} "
+        "--num-images {NUM_IMAGES} --depth {params.depth} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_token_loss_distribution:
+    """Distribution of per-token losses of the compared runs, with tail statistics."""
+    input:
+        models=[model(r) for r in COMPARE],
+        shards=manifest("imagenet", "val"),
+    output:
+        **figure("token_loss_distribution"),
+    params:
+        runs=runs_args(COMPARE),
+        images=FIGS.get("token_loss_distribution", {}).get("images", 256),
+        masks=FIGS.get("token_loss_distribution", {}).get("masks", 16),
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_token_loss_distribution"),
+    benchmark:
+        bench_of("fig_token_loss_distribution")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
+        "--provenance {PAPER}/provenance/token_loss_distribution.json -- "
+        "python scripts/fig_token_loss_distribution.py {params.runs} --shards {VAL_SHARDS} "
+        "--num-images {params.images} --masks {params.masks} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_token_energy:
+    """L2 norm of each patch's teacher output feature, per run (the energy hierarchy)."""
+    input:
+        models=[model(r) for r in COMPARE],
+        shards=manifest("imagenet", "val"),
+    output:
+        **figure("token_energy"),
+    params:
+        runs=runs_args(COMPARE),
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_token_energy"),
+    benchmark:
+        bench_of("fig_token_energy")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_energy "
+        "--provenance {PAPER}/provenance/token_energy.json -- "
+        "python scripts/fig_token_energy.py {params.runs} --shards {VAL_SHARDS} "
+        "--num-images {NUM_IMAGES} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_training_curves:
+    """Loss, LiDAR and RankMe against images seen, one line per run."""
+    input:
+        models=[model(r) for r in ENABLED_RUNS],
+    output:
+        **figure("training_curves"),
+    params:
+        runs=runs_args(ENABLED_RUNS),
+        code=CODE["figures"],
+    log:
+        log_of("fig_training_curves"),
+    benchmark:
+        bench_of("fig_training_curves")
+    conda:
+        ENV
+    shell:
+        "{STEP} --step fig_training_curves --provenance {PAPER}/provenance/training_curves.json -- "
+        "python scripts/fig_training_curves.py {params.runs} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_linear_probe_depth:
+    """Linear-probe top-1 against encoder depth, one line per run."""
+    input:
+        probes=[f"{RUNS_DIR}/{r}/eval/linear_probe.json" for r in ENABLED_RUNS],
+    output:
+        **figure("linear_probe_depth"),
+    params:
+        runs=runs_args(ENABLED_RUNS),
+        code=CODE["figures"],
+    log:
+        log_of("fig_linear_probe_depth"),
+    benchmark:
+        bench_of("fig_linear_probe_depth")
+    conda:
+        ENV
+    shell:
+        "{STEP} --step fig_linear_probe_depth --provenance {PAPER}/provenance/linear_probe_depth.json -- "
+        "python scripts/fig_linear_probe_depth.py {params.runs} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule table_summary:
+    """One row per run: differing settings, linear top-1, depth RMSE, LiDAR, RankMe, cost."""
+    input:
+        models=[model(r) for r in ENABLED_RUNS],
+        evals=[
+            f"{RUNS_DIR}/{r}/eval/{f}"
+            for r in ENABLED_RUNS
+            for f in ("linear_probe.json", "depth_probe.json", "lidar.json")
+        ],
+    output:
+        csv=report(f"{TABLES_DIR}/summary.csv", category="Tables", caption="../report/summary.rst"),
+        md=f"{TABLES_DIR}/summary.md",
+        tex=f"{TABLES_DIR}/summary.tex",
+    params:
+        runs=runs_args(ENABLED_RUNS),
+        code=CODE["figures"],
+    log:
+        log_of("table_summary"),
+    benchmark:
+        bench_of("table_summary")
+    conda:
+        ENV
+    shell:
+        "{STEP} --step table_summary --provenance {PAPER}/provenance/summary.json -- "
+        "python scripts/table_summary.py {params.runs} "
+        "--csv {output.csv} --md {output.md} --tex {output.tex} > {log} 2>&1"

@@ -1,0 +1,50 @@
+# Pretraining: one I-JEPA encoder per enabled run.
+#
+# runs/<run>/config.yaml is written by its own rule whose params are the resolved config:
+# changing one run's settings reruns that run's chain (and the figures and tables), nothing
+# else. Resume checkpoints live in checkpoints/<run>-<confighash>/, outside the declared
+# outputs, so a killed or pre-empted job resumes on the next `snakemake` call and a changed
+# config starts fresh.
+
+
+rule run_config:
+    """The resolved run config: RunConfig defaults + config `defaults` + the run's overrides."""
+    output:
+        f"{RUNS_DIR}/{{run}}/config.yaml",
+    params:
+        config=lambda wc: shlex.quote(json.dumps(RUNS[wc.run], sort_keys=True)),
+    log:
+        log_of("run_config", "run"),
+    benchmark:
+        bench_of("run_config", "run")
+    conda:
+        ENV
+    shell:
+        "python scripts/write_run_config.py --json {params.config} --out {output} > {log} 2>&1"
+
+
+rule pretrain:
+    """I-JEPA pretraining (SPEC section 3); writes model.pt and train_log.jsonl next to it."""
+    input:
+        config=f"{RUNS_DIR}/{{run}}/config.yaml",
+        shards=manifest("imagenet", "train"),
+    output:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+    params:
+        out=lambda wc: run_dir(wc.run),
+        checkpoints=lambda wc: f"{CHECKPOINTS}/{wc.run}-{RUN_HASH[wc.run]}",
+        code=CODE["train"],
+    threads: 8
+    resources:
+        gpu=1,
+    log:
+        log_of("pretrain", "run"),
+    benchmark:
+        bench_of("pretrain", "run")
+    conda:
+        ENV
+    shell:
+        "{STEP} --gpus {resources.gpu} --threads {threads} --step pretrain "
+        "--provenance {params.out}/provenance/pretrain.json -- "
+        "python scripts/pretrain.py --config {input.config} --out {params.out} "
+        "--checkpoint-dir {params.checkpoints} --threads {threads} --no-progress >> {log} 2>&1"
