@@ -1,0 +1,19 @@
+"""The paper's figures and tables, built from run result directories.
+
+One module per figure or table, each with a `make_*` function that a script in `scripts/`
+wraps (`scripts/fig_*.py`, `scripts/table_summary.py`):
+
+| module | output |
+| --- | --- |
+| `loss_maps.py` | per-token loss averaged over random context/target masks, per image and run |
+| `pca_features.py` | first three principal components of patch features as RGB |
+| `token_loss_distribution.py` | ECDF of per-token losses (log axis) + tail statistics |
+| `token_energy.py` | L2 norm of each patch's teacher output feature |
+| `training_curves.py` | loss, LiDAR and RankMe against images seen |
+| `linear_probe_depth.py` | linear-probe top-1 against encoder depth |
+| `summary_table.py` | one row per run: differing settings and every metric (CSV, Markdown, LaTeX) |
+
+Shared helpers: `run_results.py` (reading a run directory), `image_sources.py` (images from
+validation shards or a folder), `model_io.py` (the model of a run and its per-image forward
+passes), `style.py` (matplotlib/seaborn setup and saving).
+"""

@@ -1,0 +1,137 @@
+"""Images for the per-image figures (loss maps, PCA, token energy).
+
+They come from validation shards (WebDataset tars, as written by `pack_shards.py` or
+downloaded) or from a folder of the user's own images, and are prepared like the evaluation
+pipeline: centre crop to a square, resize to `size` x `size` (256: a 16 x 16 patch grid).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from featnorm.data.patchify import patchify as patchify_image
+from featnorm.data.patchify import pixels_to_unit
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class ImageSourceError(ValueError):
+    """No usable images where the user pointed; the message names the path."""
+
+
+@dataclass
+class SourceImage:
+    name: str  # shard key or file name, shown on the figure
+    pixels: np.ndarray  # (size, size, 3) uint8, centre-cropped and resized
+
+
+def center_square(image: Image.Image, size: int) -> np.ndarray:
+    """Centre crop to a square, resize to `size` x `size` (bilinear) -> `(size, size, 3)` uint8."""
+    image = image.convert("RGB")
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    image = image.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _shard_paths(shards: Path) -> list[Path]:
+    if shards.is_file():
+        return [shards]
+    if not shards.is_dir():
+        raise ImageSourceError(f"shard path {shards} does not exist")
+    manifest = shards / "manifest.json"
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("shards", [])
+        names = [s["name"] if isinstance(s, dict) and "name" in s else
+                 s.get("file") if isinstance(s, dict) else s for s in listed]
+        paths = [shards / n for n in names if n and (shards / n).is_file()]
+        if paths:
+            return paths
+    paths = sorted(shards.glob("*.tar"))
+    if not paths:
+        raise ImageSourceError(f"{shards} holds no .tar shards")
+    return paths
+
+
+def images_from_shards(shards: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
+    """The first `count` images (after `skip`) of the shards, in shard order."""
+    out: list[SourceImage] = []
+    seen = 0
+    for shard in _shard_paths(Path(shards)):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = Path(member.name).name
+                key, _, ext = base.partition(".")
+                if f".{ext.lower()}" not in IMAGE_EXTS:
+                    continue
+                if seen < skip:
+                    seen += 1
+                    continue
+                seen += 1
+                try:
+                    data = tar.extractfile(member).read()
+                    img = Image.open(io.BytesIO(data))
+                    out.append(SourceImage(key, center_square(img, size)))
+                except Exception:  # noqa: BLE001 - a corrupt image is skipped, not fatal
+                    continue
+                if len(out) == count:
+                    return out
+    if not out:
+        raise ImageSourceError(f"no decodable images found in shards {shards}")
+    return out
+
+
+def images_from_folder(folder: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
+    """The first `count` images (after `skip`) of a folder (searched recursively, sorted by path)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageSourceError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    out: list[SourceImage] = []
+    for p in files[skip:]:
+        try:
+            with Image.open(p) as img:
+                out.append(SourceImage(p.stem, center_square(img, size)))
+        except Exception:  # noqa: BLE001
+            continue
+        if len(out) == count:
+            break
+    if not out:
+        raise ImageSourceError(f"no decodable images ({', '.join(IMAGE_EXTS)}) found in {folder}")
+    return out
+
+
+def load_images(
+    shards: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    count: int = 4,
+    size: int = 256,
+    skip: int = 0,
+) -> list[SourceImage]:
+    if (shards is None) == (image_dir is None):
+        raise ImageSourceError("give exactly one of --shards DIR (validation shards) or --image-dir DIR")
+    if shards is not None:
+        return images_from_shards(shards, count, size, skip)
+    return images_from_folder(image_dir, count, size, skip)
+
+
+def patchify(image: np.ndarray, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(H, W, 3)` uint8 -> pixels `(L, p*p*3)` float in [-1, 1] (row-major patches, laid out as the
+    data pipeline does) and each patch's grid row and col, two `(L,)` long tensors."""
+    grid = patchify_image(image, patch_size)  # (gh, gw, p*p*3)
+    gh, gw, d = grid.shape
+    pixels = pixels_to_unit(grid.reshape(gh * gw, d))
+    rows = torch.arange(gh).repeat_interleave(gw)
+    cols = torch.arange(gw).repeat(gh)
+    return pixels, rows, cols

@@ -1,0 +1,262 @@
+"""Loss maps (the paper's main figure): per-token prediction loss averaged over random masks.
+
+For one evaluation image (a `gh x gw` patch grid, 16 x 16 for 256 x 256 pixels) we draw M
+random context/target splits exactly as the training pipeline does (whole windows; the number
+of context windows uniform in `data.windows.context_window_range`), put one split per batch
+row (context segment, then target segment, the run's segment lengths), and run the I-JEPA
+module with `predict_all_targets=True`, which returns the smooth-L1 loss of every target slot
+`(B, Lt)`. A position's map value is the mean of its losses over the masks in which it was a
+target:
+
+    map[r, c] = sum_m loss_m(r, c) [ (r, c) in targets_m ] / sum_m [ (r, c) in targets_m ]
+
+Rows are independent (attention never crosses samples), so batching many masks per forward
+gives the same numbers as one mask at a time (checked in tests/test_plotting_loss_maps.py),
+except for target norms that use batch statistics (`batchnorm`), which depend on the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from featnorm.batch import PackedBatch
+from featnorm.config import RunConfig
+from featnorm.data.packing import segment_lengths
+from featnorm.data.windows import context_window_range, window_token_index
+from featnorm.plotting.image_sources import SourceImage, patchify
+from featnorm.plotting.model_io import autocast_for, load_ijepa
+from featnorm.plotting.run_results import RunResults
+from featnorm.plotting.style import plt, save_figure, setup_style
+from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
+
+
+@dataclass(frozen=True)
+class MaskLayout:
+    """How one image's random splits are laid out in a batch row."""
+
+    gh: int
+    gw: int
+    window_size: int
+    lo: int  # allowed number of context windows: lo..hi (drawn uniformly)
+    hi: int
+    context_length: int  # tokens of the context segment (registers included)
+    target_length: int
+    num_registers: int
+
+    @property
+    def num_windows(self) -> int:
+        return (self.gh // self.window_size) * (self.gw // self.window_size)
+
+
+def mask_layout(cfg: RunConfig, gh: int, gw: int) -> MaskLayout:
+    """The split rule and segment lengths of the run's data config for a `gh x gw` grid."""
+    ws, d = cfg.model.window_size, cfg.data
+    w2 = ws * ws
+    T = (gh // ws) * (gw // ws)
+    lo, hi = context_window_range(T, d.context_ratio_min, d.context_ratio_max,
+                                  d.max_context_tokens // w2, d.max_target_tokens // w2)
+    reg = cfg.model.encoder.num_registers
+    lc, lt = segment_lengths(d.max_context_tokens, d.max_target_tokens, ws, reg)
+    return MaskLayout(gh, gw, ws, lo, hi, lc, lt, reg)
+
+
+def draw_mask_rows(pixels: torch.Tensor, layout: MaskLayout, num: int, rng: np.random.Generator) -> PackedBatch:
+    """`num` rows, each the image of `pixels (gh * gw, patch_dim)` (row-major patches) under its
+    own random split: [registers][context windows][pad] | [target windows][pad]."""
+    ws, w2 = layout.window_size, layout.window_size**2
+    T = layout.num_windows
+    tok = torch.from_numpy(window_token_index(layout.gh, layout.gw, ws).astype(np.int64))  # (T, w2)
+    perm = torch.from_numpy(np.argsort(rng.random((num, T)), axis=1))  # (num, T) window order
+    n_ctx = torch.from_numpy(rng.integers(layout.lo, layout.hi + 1, size=num))  # (num,)
+    reg_slots = -(-layout.num_registers // w2) * w2
+    cap_c = (layout.context_length - reg_slots) // w2
+    cap_t = layout.target_length // w2
+
+    def segment(start: torch.Tensor, count: torch.Tensor, slots: int) -> torch.Tensor:
+        """`(num, slots * w2)` flat patch index of each slot, -1 where the slot is padding."""
+        j = torch.arange(slots)[None]
+        take = j < count[:, None]
+        win = perm.gather(1, (start[:, None] + j).clamp(max=T - 1))
+        idx = tok[win]  # (num, slots, w2)
+        return torch.where(take[..., None], idx, -1).reshape(num, slots * w2)
+
+    ctx = segment(torch.zeros_like(n_ctx), n_ctx, cap_c)
+    tgt = segment(n_ctx, T - n_ctx, cap_t)
+    flat = torch.cat([torch.full((num, reg_slots), -1), ctx, tgt], dim=1)  # (num, L)
+    real = flat >= 0
+    safe = flat.clamp(min=0)
+    ids = padding_ids(num, flat.shape[1])
+    rows = torch.div(safe, layout.gw, rounding_mode="floor")
+    ids[..., SAMPLE] = torch.where(real, 0, ids[..., SAMPLE])
+    ids[..., ROW] = torch.where(real, rows, ids[..., ROW])
+    ids[..., COL] = torch.where(real, safe % layout.gw, ids[..., COL])
+    if layout.num_registers:
+        ids[:, : layout.num_registers, SAMPLE] = 0
+        ids[:, : layout.num_registers, REGISTER] = torch.arange(layout.num_registers)
+    pix = pixels[safe] * real[..., None].to(pixels.dtype)
+    return PackedBatch(pix, ids, layout.context_length)
+
+
+def accumulate_token_losses(
+    token_losses: torch.Tensor, target_ids: torch.Tensor, gw: int, sums: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
+    """Add each real target token's loss `(B, Lt)` to `sums[row * gw + col]` and 1 to `counts`
+    (both `(gh * gw,)` float64, updated in place). Returns the real tokens' losses `(N,)`."""
+    real = is_patch(target_ids)
+    pos = (target_ids[..., ROW] * gw + target_ids[..., COL])[real]
+    losses = token_losses[real].to(torch.float64)
+    sums.index_add_(0, pos.to(sums.device), losses.to(sums.device))
+    counts.index_add_(0, pos.to(counts.device), torch.ones_like(losses, device=counts.device))
+    return losses
+
+
+@dataclass
+class LossMap:
+    mean: np.ndarray  # (gh, gw) mean loss per position over the masks where it was a target (NaN if never)
+    count: np.ndarray  # (gh, gw) number of masks in which the position was a target
+    token_losses: np.ndarray | None  # (N,) every real target token's loss, when kept
+
+
+@torch.no_grad()
+def compute_loss_map(
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    image: np.ndarray,
+    num_masks: int,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    keep_token_losses: bool = False,
+) -> LossMap:
+    """The loss map of one `(H, W, 3)` uint8 image under `num_masks` random splits (seeded:
+    the same seed gives the same masks for every run, so runs are compared on equal masks)."""
+    device = torch.device(device)
+    pixels, _, _ = patchify(image, cfg.model.patch_size)
+    gh, gw = image.shape[0] // cfg.model.patch_size, image.shape[1] // cfg.model.patch_size
+    layout = mask_layout(cfg, gh, gw)
+    rng = np.random.default_rng(seed)
+    sums = torch.zeros(gh * gw, dtype=torch.float64)
+    counts = torch.zeros(gh * gw, dtype=torch.float64)
+    kept: list[np.ndarray] = []
+    model.eval()
+    done = 0
+    while done < num_masks:
+        b = min(batch_size, num_masks - done)
+        batch = draw_mask_rows(pixels, layout, b, rng).to(device)
+        with autocast_for(device):
+            out = model(batch, predict_all_targets=True)
+        losses = accumulate_token_losses(out.token_losses.float().cpu(), batch.target_ids.cpu(), gw, sums, counts)
+        if keep_token_losses:
+            kept.append(losses.numpy().astype(np.float32))
+        done += b
+    mean = torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan)
+    return LossMap(
+        mean=mean.view(gh, gw).numpy(),
+        count=counts.view(gh, gw).numpy(),
+        token_losses=np.concatenate(kept) if keep_token_losses else None,
+    )
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`(gh, gw)` -> `(H, W)` by repeating each patch value over its pixels."""
+    return np.repeat(np.repeat(grid, size[0] // grid.shape[0], axis=0), size[1] // grid.shape[1], axis=1)
+
+
+def make_loss_map_figure(
+    images: list[SourceImage],
+    maps: dict[str, list[np.ndarray]],
+    paths: list[str | Path],
+    num_masks: int,
+    cmap: str = "inferno",
+) -> plt.Figure:
+    """Rows: images. Columns: the image, then per run `image x loss / max(loss)` (each image's map
+    normalized by its own maximum) and the loss heatmap on one colour scale per run, shown by the
+    colorbar under that run's heatmaps."""
+    setup_style()
+    runs = list(maps)
+    n, ncols = len(images), 1 + 2 * len(runs)
+    fig, axes = plt.subplots(n, ncols, figsize=(2.0 * ncols, 2.0 * n + 0.9), squeeze=False, layout="constrained")
+    for i, img in enumerate(images):
+        axes[i, 0].imshow(img.pixels)
+        axes[i, 0].set_ylabel(img.name, fontsize=7)
+    axes[0, 0].set_title("image", fontsize=9)
+    for k, run in enumerate(runs):
+        run_maps = maps[run]
+        vmin = float(np.nanmin([np.nanmin(m) for m in run_maps]))
+        vmax = float(np.nanmax([np.nanmax(m) for m in run_maps]))
+        c_over, c_heat = 1 + 2 * k, 2 + 2 * k
+        im = None
+        for i, (img, m) in enumerate(zip(images, run_maps)):
+            norm = np.nan_to_num(m / np.nanmax(m), nan=0.0)
+            weight = upsample(norm, img.pixels.shape[:2])[..., None]
+            axes[i, c_over].imshow((img.pixels.astype(np.float32) * weight).astype(np.uint8))
+            im = axes[i, c_heat].imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        axes[0, c_over].set_title(f"{run}\nimage × loss/max", fontsize=9)
+        axes[0, c_heat].set_title(f"{run}\nmean token loss", fontsize=9)
+        cb = fig.colorbar(im, ax=axes[:, c_heat], location="bottom", shrink=0.9, aspect=12, pad=0.02)
+        cb.set_label(f"{run}: loss, scale {vmin:.3g}–{vmax:.3g}", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    fig.suptitle(f"Per-token loss averaged over {num_masks:,} random masks", fontsize=10)
+    save_figure(fig, paths)
+    return fig
+
+
+def save_maps(path: str | Path, images: list[SourceImage], maps: dict[str, list[np.ndarray]],
+              counts: dict[str, list[np.ndarray]]) -> Path:
+    """The numbers behind the figure: `<run>/mean` and `<run>/count` arrays `(images, gh, gw)`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"image_names": np.array([im.name for im in images])}
+    for run in maps:
+        arrays[f"{run}/mean"] = np.stack(maps[run])
+        arrays[f"{run}/count"] = np.stack(counts[run])
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def loss_maps_for_runs(
+    runs: list[RunResults],
+    images: list[SourceImage],
+    num_masks: int,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    keep_token_losses: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """For every run (its model.pt) and image: `(maps, counts, token_losses)`, the first two
+    run -> one `(gh, gw)` array per image, the last run -> `(N,)` losses of all images (only
+    with `keep_token_losses`). Image i gets mask seed `seed + i` in every run."""
+    maps: dict[str, list[np.ndarray]] = {}
+    counts: dict[str, list[np.ndarray]] = {}
+    losses: dict[str, np.ndarray] = {}
+    for run in runs:
+        model, cfg = load_ijepa(run.model_path, device)
+        unit = cfg.model.patch_size * cfg.model.window_size
+        maps[run.name], counts[run.name], kept = [], [], []
+        for i, img in enumerate(tqdm(images, desc=f"loss maps {run.name}", disable=not progress)):
+            h, w = img.pixels.shape[:2]
+            if h % unit or w % unit:
+                raise ValueError(f"images of {h}x{w} pixels do not split into {unit} px windows "
+                                 f"(patch_size x window_size of run {run.name}); choose --image-size as a multiple of {unit}")
+            lm = compute_loss_map(model, cfg, img.pixels, num_masks, batch_size, seed + i, device, keep_token_losses)
+            maps[run.name].append(lm.mean)
+            counts[run.name].append(lm.count)
+            if keep_token_losses:
+                kept.append(lm.token_losses)
+        if keep_token_losses:
+            losses[run.name] = np.concatenate(kept)
+        del model
+    return maps, counts, losses
