@@ -61,7 +61,7 @@ def crop_resize_depth(depth: np.ndarray, size: int) -> np.ndarray:
     """The image's centre crop and bilinear resize, applied to an `(H, W)` depth map."""
     top, left, s = center_crop_box(*depth.shape[:2])
     crop = np.ascontiguousarray(depth[top : top + s, left : left + s], dtype=np.float32)
-    return np.asarray(Image.fromarray(crop, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return np.array(Image.fromarray(crop, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float32)
 
 
 def decode_eval_sample(sample: dict, image_size: int, patch_size: int, num_registers: int, kind: str) -> dict:
