@@ -277,3 +277,13 @@ def test_count_params_script_matches_the_count_from_layer_shapes(capsys):
     predictor = _vit_params(256, 6, 4.0, 64, 384, out_norm_params=2 * 256) + 256 + (256 * 384 + 384)
     assert counts == {"encoder": encoder, "predictor": predictor, "trainable": encoder + predictor}
     print(f"ViT-S encoder {encoder:,} parameters, predictor {predictor:,}")
+
+
+def test_targets_rankme_is_smooth_rank_optionally_on_a_seeded_subset():
+    from featnorm.metrics import smooth_rank
+
+    x = torch.randn(200, 8)
+    assert targets_rankme(x) == pytest.approx(smooth_rank(x))
+    a = targets_rankme(x, max_tokens=50, generator=torch.Generator().manual_seed(0))
+    b = targets_rankme(x, max_tokens=50, generator=torch.Generator().manual_seed(0))
+    assert a == b and 1.0 <= a <= 8.0
