@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
     maps, counts, _ = loss_maps_for_runs(runs, images, args.masks, args.batch_size, args.seed, resolve_device(args.device))
     make_loss_map_figure(images, maps, paths, args.masks)
-    npz = output_path(args, "npz")
+    npz = output_path(args, "npz", beside_figure=True)
     if npz is not None:
         save_maps(npz, images, maps, counts)
     print("wrote", ", ".join(str(q) for q in paths + ([npz] if npz else [])))

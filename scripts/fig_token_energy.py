@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     energy = energy_for_runs(runs, images, resolve_device(args.device))
     make_token_energy_figure(images, energy, paths)
     written = list(paths)
-    csv = output_path(args, "csv")
+    csv = output_path(args, "csv", beside_figure=True)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         energy_table(images, energy).to_csv(csv, index=False)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
                                       resolve_device(args.device), keep_token_losses=True)
     make_token_loss_figure(losses, paths, args.masks, len(images))
     written = list(paths)
-    csv = output_path(args, "csv")
+    csv = output_path(args, "csv", beside_figure=True)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         stats_table(losses).to_csv(csv, index=False)

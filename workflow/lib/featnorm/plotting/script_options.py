@@ -18,20 +18,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def add_figure_outputs(p: argparse.ArgumentParser, extra: str | None = None) -> None:
     more = f", PREFIX.{extra}" if extra else ""
+    beside = f" (default: beside the PNG/PDF, suffix .{extra})" if extra else ""
     p.add_argument("--out", metavar="PREFIX", help=f"write PREFIX.png, PREFIX.pdf{more}")
     p.add_argument("--png", metavar="PATH", help="PNG path (overrides --out for the PNG)")
     p.add_argument("--pdf", metavar="PATH", help="PDF path (overrides --out for the PDF)")
     if extra:
-        p.add_argument(f"--{extra}", metavar="PATH", help=f"{extra.upper()} path (overrides --out for it)")
+        p.add_argument(f"--{extra}", metavar="PATH", help=f"{extra.upper()} path (overrides --out for it){beside}")
 
 
-def output_path(args: argparse.Namespace, ext: str) -> Path | None:
-    """The path for one output format: its own flag, else `--out` + suffix, else None."""
+def output_path(args: argparse.Namespace, ext: str, beside_figure: bool = False) -> Path | None:
+    """The path for one output format: its own flag, else `--out` + suffix, else (with
+    `beside_figure`, for a figure's data file) the PNG's or PDF's path with that suffix."""
     explicit = getattr(args, ext, None)
     if explicit:
         return Path(explicit)
     if args.out:
         return Path(f"{args.out}.{ext}")
+    if beside_figure:
+        fig = args.png or args.pdf
+        return Path(fig).with_suffix(f".{ext}") if fig else None
     return None
 
 

@@ -1,0 +1,110 @@
+"""Loss maps: the random splits follow the training rule, and the batched, accumulated map
+equals the mean over masks of each position's token loss computed one mask at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featnorm.ijepa import IJEPA
+from featnorm.plotting.image_sources import patchify
+from featnorm.plotting.loss_maps import (
+    accumulate_token_losses,
+    compute_loss_map,
+    draw_mask_rows,
+    mask_layout,
+)
+from featnorm.plotting.synthetic_runs import synthetic_image, tiny_config
+from featnorm.tokens import COL, PAD_ID, REGISTER, ROW, SAMPLE, is_patch
+
+
+def test_mask_rows_are_window_splits_within_the_training_bounds():
+    cfg = tiny_config("t", num_registers=1)
+    image = synthetic_image(64, 0)
+    pixels, _, _ = patchify(image, 8)
+    layout = mask_layout(cfg, 8, 8)
+    assert (layout.lo, layout.hi) == (4, 8)  # 16 windows: round(16 * 0.25) .. round(16 * 0.5)
+    assert layout.context_length == 32 + 4  # one register, padded to a whole window
+    batch = draw_mask_rows(pixels, layout, 50, np.random.default_rng(0))
+    ids = batch.token_ids
+    n_ctx_seen = set()
+    for b in range(ids.shape[0]):
+        ctx, tgt = ids[b, : layout.context_length], ids[b, layout.context_length :]
+        # register slot first: register 0 of sample 0, then 3 padding slots
+        assert ctx[0, REGISTER] == 0 and ctx[0, SAMPLE] == 0 and ctx[0, ROW] == PAD_ID
+        assert (ctx[1:4] == PAD_ID).all()
+        c_pos = {(int(r), int(c)) for r, c in ctx[is_patch(ctx)][:, [ROW, COL]]}
+        t_pos = {(int(r), int(c)) for r, c in tgt[is_patch(tgt)][:, [ROW, COL]]}
+        assert not c_pos & t_pos and len(c_pos | t_pos) == 64
+        assert len(c_pos) % 4 == 0 and layout.lo <= len(c_pos) // 4 <= layout.hi
+        n_ctx_seen.add(len(c_pos) // 4)
+        # window-contiguous: every aligned group of 4 real tokens is one 2x2 window
+        for seg in (ctx[4:], tgt):
+            for w in seg.view(-1, 4, 4):
+                if (w[:, SAMPLE] == PAD_ID).all():
+                    continue
+                assert (w[:, ROW] // 2).unique().numel() == 1 and (w[:, COL] // 2).unique().numel() == 1
+                assert {(int(r) % 2, int(c) % 2) for r, c in w[:, [ROW, COL]]} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+        # each real token carries its own patch's pixels; padding and registers carry zeros
+        real = is_patch(ids[b])
+        flat = ids[b, real, ROW] * 8 + ids[b, real, COL]
+        assert torch.equal(batch.pixels[b, real], pixels[flat])
+        assert (batch.pixels[b, ~real] == 0).all()
+    assert len(n_ctx_seen) > 2  # the number of context windows is drawn, not fixed
+
+
+def test_accumulate_averages_each_position_over_the_masks_where_it_was_a_target():
+    # two rows over a 1 x 2 grid: position 0 is a target twice (losses 1, 3), position 1 once (5)
+    ids = torch.full((2, 2, 4), PAD_ID)
+    ids[0, 0] = torch.tensor([0, PAD_ID, 0, 0])
+    ids[0, 1] = torch.tensor([0, PAD_ID, 0, 1])
+    ids[1, 0] = torch.tensor([0, PAD_ID, 0, 0])
+    losses = torch.tensor([[1.0, 5.0], [3.0, 99.0]])  # 99 sits on padding and must not count
+    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    kept = accumulate_token_losses(losses, ids, 2, sums, counts)
+    assert torch.equal(counts, torch.tensor([2.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(sums / counts, torch.tensor([2.0, 5.0], dtype=torch.float64))
+    assert sorted(kept.tolist()) == [1.0, 3.0, 5.0]
+
+
+@pytest.mark.parametrize("out_norm,target_norm", [("dyntanh", "disabled"), ("layernorm", "layernorm")])
+def test_batched_loss_map_equals_mean_over_masks_of_single_mask_losses(out_norm, target_norm):
+    cfg = tiny_config("t", out_norm=out_norm, target_norm=target_norm)
+    torch.manual_seed(0)
+    model = IJEPA(cfg.model).eval()
+    image = synthetic_image(64, 3)
+    num_masks, batch_size, seed = 23, 8, 7  # 23 = 8 + 8 + 7: a short last batch too
+    lm = compute_loss_map(model, cfg, image, num_masks, batch_size, seed, keep_token_losses=True)
+
+    # direct: the same masks (same seed, same draws), each row through the model on its own
+    pixels, _, _ = patchify(image, 8)
+    layout = mask_layout(cfg, 8, 8)
+    rng = np.random.default_rng(seed)
+    per_position: dict[tuple[int, int], list[float]] = {}
+    all_losses = []
+    done = 0
+    with torch.no_grad():
+        while done < num_masks:
+            b = min(batch_size, num_masks - done)
+            batch = draw_mask_rows(pixels, layout, b, rng)
+            for row in range(b):
+                single = type(batch)(batch.pixels[row : row + 1], batch.token_ids[row : row + 1], batch.context_length)
+                out = model(single, predict_all_targets=True)
+                tgt = single.target_ids[0]
+                for j in range(tgt.shape[0]):
+                    if tgt[j, SAMPLE] == PAD_ID:
+                        continue
+                    loss = float(out.token_losses[0, j])
+                    per_position.setdefault((int(tgt[j, ROW]), int(tgt[j, COL])), []).append(loss)
+                    all_losses.append(loss)
+            done += b
+    expected = np.full((8, 8), np.nan)
+    counts = np.zeros((8, 8))
+    for (r, c), values in per_position.items():
+        expected[r, c] = np.mean(values)
+        counts[r, c] = len(values)
+    np.testing.assert_array_equal(lm.count, counts)
+    np.testing.assert_allclose(lm.mean, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.sort(lm.token_losses), np.sort(all_losses), rtol=1e-5, atol=1e-7)
+    assert lm.count.sum() == len(all_losses) and np.isfinite(lm.mean).any()
