@@ -6,8 +6,11 @@ granularity without decoding what is done, whatever the number of loader workers
     manifest.json          {"format", "source", "source_shards": [image shard names, in order],
                             "num_depths", "dim", "dtype",
                             "shards": {image shard name: {"file", "count"}}, "count", "complete"}
-    features-00000.pt      {"features": (count, num_depths, dim) float16, "labels": (count,) long}
-                           (the features of image shard number 00000 of `source_shards`)
+    features-00000.pt      {"features": (count, num_depths, dim) float16, "labels": (count,) long,
+                            "keys": [sample key] or None}
+                           (the features of image shard number 00000 of `source_shards`, rows
+                           sorted by sample key when keys are known, so the order does not
+                           depend on how many loader workers decoded the shard)
 
 Feature files and the manifest are written atomically (temporary file + rename), and the
 manifest lists a shard only once its file is complete. `load_features` concatenates the
@@ -41,6 +44,7 @@ class ShardBatch:
     token_ids: torch.Tensor  # (B, L, 4)
     labels: torch.Tensor | None  # (B,) long, or None (stored as -1)
     last: bool
+    keys: list[str] | None = None  # sample keys; when given, a shard's rows are stored sorted by key
 
 
 class FeatureCacheError(RuntimeError):
@@ -131,27 +135,34 @@ def extract_features(
     index = {name: i for i, name in enumerate(source_shards)}
     done = set(manifest["shards"])
     encoder.eval()  # DiffMoE: eval routing
-    pending: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    pending: dict[str, tuple[list[torch.Tensor], list[torch.Tensor], list[str] | None]] = {}
     finite = torch.finfo(torch.float16).max
 
     bar = tqdm(total=total, initial=manifest["count"], unit="img", desc=f"features -> {out_dir}", disable=not progress)
     for b in make_batches(done):
         if b.shard in done:
             raise FeatureCacheError(f"image shard {b.shard} was extracted already; the batch source repeated it")
-        feats, labels = pending.setdefault(b.shard, ([], []))
+        feats, labels, keys = pending.setdefault(b.shard, ([], [], []))
         n = b.pixels.shape[0]
         if n:
+            if b.keys is None or keys is None:
+                pending[b.shard] = (feats, labels, None)
+            else:
+                keys.extend(b.keys)
             token_ids = b.token_ids.to(device, non_blocking=True)
             pooled = mean_pool(encode_all_depths(encoder, b.pixels.to(device, non_blocking=True), token_ids), token_ids)
             feats.append(pooled.clamp(-finite, finite).to(torch.float16).cpu())
             labels.append(torch.full((n,), -1, dtype=torch.long) if b.labels is None else b.labels.long().cpu())
             bar.update(n)
         if b.last:
-            f, y = pending.pop(b.shard)
+            f, y, k = pending.pop(b.shard)
             f = torch.cat(f) if f else torch.zeros(0, manifest["num_depths"] or 0, manifest["dim"] or 0, dtype=torch.float16)
             y = torch.cat(y) if y else torch.zeros(0, dtype=torch.long)
+            if k:
+                order = sorted(range(len(k)), key=k.__getitem__)
+                f, y, k = f[order], y[order], [k[i] for i in order]
             name = f"features-{index[b.shard]:05d}.pt"
-            _atomic_torch_save({"features": f, "labels": y}, out_dir / name)
+            _atomic_torch_save({"features": f, "labels": y, "keys": k or None}, out_dir / name)
             manifest["shards"][b.shard] = {"file": name, "count": int(f.shape[0])}
             manifest["count"] += int(f.shape[0])
             if f.shape[0]:
