@@ -14,7 +14,7 @@ def test_center_square_crops_the_middle_and_resizes():
     img = np.zeros((40, 100, 3), np.uint8)
     img[:, 30:70] = 255  # the centre square of a 40 x 100 image is columns 30..69
     out = center_square(Image.fromarray(img), 16)
-    assert out.shape == (16, 16, 3) and out.min() == 255
+    assert out.shape == (16, 16, 3) and out[:, 1:-1].min() == 255  # edges may blend (bilinear filter support)
 
 
 def test_images_come_from_shards_or_a_folder_in_a_stable_order(tmp_path):

@@ -8,8 +8,6 @@ pipeline: centre crop to a square, resize to `size` x `size` (256: a 16 x 16 pat
 from __future__ import annotations
 
 import io
-import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from PIL import Image
 
 from featnorm.data.patchify import patchify as patchify_image
 from featnorm.data.patchify import pixels_to_unit
+from featnorm.data.resize import center_crop_resize
+from featnorm.data.shards import ShardError, iter_samples, resolve_shards
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -34,59 +34,35 @@ class SourceImage:
 
 
 def center_square(image: Image.Image, size: int) -> np.ndarray:
-    """Centre crop to a square, resize to `size` x `size` (bilinear) -> `(size, size, 3)` uint8."""
-    image = image.convert("RGB")
-    w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    image = image.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _shard_paths(shards: Path) -> list[Path]:
-    if shards.is_file():
-        return [shards]
-    if not shards.is_dir():
-        raise ImageSourceError(f"shard path {shards} does not exist")
-    manifest = shards / "manifest.json"
-    if manifest.is_file():
-        listed = json.loads(manifest.read_text()).get("shards", [])
-        names = [s["name"] if isinstance(s, dict) and "name" in s else
-                 s.get("file") if isinstance(s, dict) else s for s in listed]
-        paths = [shards / n for n in names if n and (shards / n).is_file()]
-        if paths:
-            return paths
-    paths = sorted(shards.glob("*.tar"))
-    if not paths:
-        raise ImageSourceError(f"{shards} holds no .tar shards")
-    return paths
+    """Centre crop to a square, resize to `size` x `size` (bilinear), as the evaluation pipeline
+    does -> `(size, size, 3)` uint8."""
+    return center_crop_resize(image, size)
 
 
 def images_from_shards(shards: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
-    """The first `count` images (after `skip`) of the shards, in shard order."""
+    """The first `count` images (after `skip`) of the shards (a split directory with its
+    manifest.json, a directory of .tar files, or a brace pattern), in shard order.
+    Undecodable images are skipped."""
+    try:
+        paths = resolve_shards(str(shards))
+    except ShardError as e:
+        raise ImageSourceError(str(e)) from None
     out: list[SourceImage] = []
     seen = 0
-    for shard in _shard_paths(Path(shards)):
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = Path(member.name).name
-                key, _, ext = base.partition(".")
-                if f".{ext.lower()}" not in IMAGE_EXTS:
-                    continue
-                if seen < skip:
-                    seen += 1
-                    continue
-                seen += 1
-                try:
-                    data = tar.extractfile(member).read()
-                    img = Image.open(io.BytesIO(data))
-                    out.append(SourceImage(key, center_square(img, size)))
-                except Exception:  # noqa: BLE001 - a corrupt image is skipped, not fatal
-                    continue
-                if len(out) == count:
-                    return out
+    for shard in paths:
+        for sample in iter_samples(shard):
+            data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
+            if data is None:
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            try:
+                out.append(SourceImage(sample["__key__"], center_square(Image.open(io.BytesIO(data)), size)))
+            except Exception:  # noqa: BLE001 - a corrupt image is skipped, not fatal
+                continue
+            if len(out) == count:
+                return out
     if not out:
         raise ImageSourceError(f"no decodable images found in shards {shards}")
     return out

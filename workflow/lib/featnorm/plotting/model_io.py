@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from featnorm.config import RunConfig
+from featnorm.data.eval_pipeline import eval_token_ids
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpoint_dict, run_config_of
 from featnorm.plotting.image_sources import patchify
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
@@ -99,11 +100,14 @@ def image_row(image: np.ndarray, cfg: RunConfig) -> tuple[torch.Tensor, torch.Te
     `(1, R + L, 4)`, the encoder's R registers first, then the L patches row-major."""
     pixels, rows, cols = patchify(image, cfg.model.patch_size)
     num_reg = cfg.model.encoder.num_registers
-    ids = padding_ids(num_reg + pixels.shape[0])
-    ids[:, SAMPLE] = 0
-    ids[:num_reg, REGISTER] = torch.arange(num_reg)
-    ids[num_reg:, ROW] = rows
-    ids[num_reg:, COL] = cols
+    if image.shape[0] == image.shape[1]:
+        ids = eval_token_ids(image.shape[0] // cfg.model.patch_size, num_reg)  # the evaluation pipeline's row
+    else:
+        ids = padding_ids(num_reg + pixels.shape[0])
+        ids[:, SAMPLE] = 0
+        ids[:num_reg, REGISTER] = torch.arange(num_reg)
+        ids[num_reg:, ROW] = rows
+        ids[num_reg:, COL] = cols
     pix = torch.cat([torch.zeros(num_reg, pixels.shape[1]), pixels])
     return pix[None], ids[None]
 
