@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from webdataset.tariterators import base_plus_ext, braceexpand
+from braceexpand import braceexpand
+from webdataset.tariterators import base_plus_ext
 
 log = logging.getLogger(__name__)
 

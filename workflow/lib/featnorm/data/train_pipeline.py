@@ -195,6 +195,7 @@ class PackStream(IterableDataset):
                 "token_ids": pack.token_ids,
                 "context_length": pack.context_length,
                 "num_images": pack.num_images,
+                "keys": pack.keys,
                 "bad": bad.records[reported:],
             }
             reported = len(bad.records)
