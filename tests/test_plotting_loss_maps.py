@@ -68,9 +68,10 @@ def test_accumulate_averages_each_position_over_the_masks_where_it_was_a_target(
     assert sorted(kept.tolist()) == [1.0, 3.0, 5.0]
 
 
-@pytest.mark.parametrize("out_norm,target_norm", [("dyntanh", "disabled"), ("layernorm", "layernorm")])
-def test_batched_loss_map_equals_mean_over_masks_of_single_mask_losses(out_norm, target_norm):
-    cfg = tiny_config("t", out_norm=out_norm, target_norm=target_norm)
+@pytest.mark.parametrize("out_norm,target_norm,registers",
+                         [("dyntanh", "disabled", 0), ("layernorm", "layernorm", 0), ("dyntanh", "disabled", 2)])
+def test_batched_loss_map_equals_mean_over_masks_of_single_mask_losses(out_norm, target_norm, registers):
+    cfg = tiny_config("t", out_norm=out_norm, target_norm=target_norm, num_registers=registers)
     torch.manual_seed(0)
     model = IJEPA(cfg.model).eval()
     image = synthetic_image(64, 3)

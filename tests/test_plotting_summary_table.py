@@ -62,3 +62,11 @@ def test_markdown_escapes_pipes_and_aligns_columns():
     lines = to_markdown(df).splitlines()
     assert "a\\|b" in lines[2]
     assert len({len(line) for line in lines}) == 1  # padded to equal width
+
+
+def test_a_run_without_a_config_does_not_turn_every_key_into_a_differing_setting():
+    a = {"model": {"encoder": {"out_norm": "dyntanh", "dim": 8}}}
+    b = {"model": {"encoder": {"out_norm": "layernorm", "dim": 8}}}
+    df = summary_rows([_run("a", a), _run("b", b), _run("untrained", {})])
+    assert [c for c in df.columns if "." in c] == ["encoder.out_norm"]
+    assert df.loc[2, "encoder.out_norm"] == ""

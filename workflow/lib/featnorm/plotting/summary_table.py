@@ -80,7 +80,9 @@ def summary_rows(runs: list[RunResults], params: dict[str, dict] | None = None,
     """
     params = params or {}
     checkpoints = checkpoints or {}
-    settings = differing_settings([r.config for r in runs]) if len(runs) > 1 else []
+    # runs without a config.yaml yet (not trained) would make every key differ: leave them out
+    configs = [r.config for r in runs if r.config]
+    settings = differing_settings(configs) if len(configs) > 1 else []
     records = []
     for r in runs:
         flat = flatten_config(r.config)
