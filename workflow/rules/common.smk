@@ -38,10 +38,11 @@ def _schema_error(error):
 try:
     validate(config, "../../config/schema.yaml")
 except WorkflowError as e:
-    causes = [a for a in e.args if hasattr(a, "absolute_path")]
-    if not causes:
+    # snakemake wraps jsonschema's ValidationError (which knows the key path) in a long message
+    cause = e.__cause__ or e.__context__
+    if not hasattr(cause, "absolute_path"):
         raise
-    raise WorkflowError(_schema_error(causes[0])) from None
+    raise WorkflowError(_schema_error(cause)) from None
 
 RESULTS = config["results"].rstrip("/")
 DOWNLOADS = (config.get("downloads") or f"{RESULTS}/downloads").rstrip("/")

@@ -6,7 +6,7 @@
 #   imagefolder / nyu-mat / shards   data you already have at datasets.<name>.path
 # Every later stage reads only <results>/data/<dataset>/<split>/ (manifest.json = the folder).
 
-DEMO_KIND = {"imagenet": "classification", "nyu": "depth"}
+KEYS = {"imagenet": "cls,jpg", "nyu": "depth.npy,jpg"}
 # Split names of the published shards (SPEC section 2); ours are train / val.
 HF_SPLIT = {"imagenet": {"train": "train", "val": "validation"}, "nyu": {"train": "train", "val": "val"}}
 
@@ -15,26 +15,47 @@ def _source(dataset):
     return DATASETS[dataset]["source"]
 
 
-rule demo_data:
-    """Generated demo data: an image folder (classification) or an NYU-style .mat (depth)."""
+def _demo_sizes(dataset):
+    return " ".join(f"--{k} {DATASETS[dataset][k]}" for k in ("train", "val") if k in DATASETS[dataset])
+
+
+rule demo_images:
+    """Generated classification images in the image-folder layout (train/, val/)."""
     output:
-        directory(f"{RESULTS}/raw/demo_{{dataset}}"),
+        directory(f"{RESULTS}/raw/demo_imagenet"),
     params:
-        kind=lambda wc: DEMO_KIND[wc.dataset],
-        sizes=lambda wc: " ".join(
-            f"--{k} {DATASETS[wc.dataset][k]}" for k in ("train", "val") if k in DATASETS[wc.dataset]
-        ),
-        seed=lambda wc: DATASETS[wc.dataset].get("seed", 0),
+        sizes=lambda wc: _demo_sizes("imagenet"),
+        seed=DATASETS["imagenet"].get("seed", 0),
         code=CODE["data"],
     log:
-        log_of("demo_data", "dataset"),
+        log_of("demo_images"),
     benchmark:
-        bench_of("demo_data", "dataset")
+        bench_of("demo_images")
     conda:
         ENV
     shell:
-        "{STEP} --step demo_data --provenance {output}.provenance.json -- "
-        "python scripts/make_demo_data.py --kind {params.kind} --out {output} "
+        "{STEP} --step demo_images --provenance {output}.provenance.json -- "
+        "python scripts/make_demo_data.py --kind classification --out {output} "
+        "--seed {params.seed} {params.sizes} > {log} 2>&1"
+
+
+rule demo_depth:
+    """Generated indoor-like scenes with exact depth, as an NYU-style labeled .mat."""
+    output:
+        f"{RESULTS}/raw/demo_nyu.mat",
+    params:
+        sizes=lambda wc: _demo_sizes("nyu"),
+        seed=DATASETS["nyu"].get("seed", 0),
+        code=CODE["data"],
+    log:
+        log_of("demo_depth"),
+    benchmark:
+        bench_of("demo_depth")
+    conda:
+        ENV
+    shell:
+        "{STEP} --step demo_depth --provenance {output}.provenance.json -- "
+        "python scripts/make_demo_data.py --kind depth --out {output} "
         "--seed {params.seed} {params.sizes} > {log} 2>&1"
 
 
@@ -70,16 +91,15 @@ def _pack_source(wc):
     return source  # imagefolder, nyu-mat
 
 
-def _demo_input(dataset, split):
-    raw = f"{RESULTS}/raw/demo_{dataset}"
-    return f"{raw}/{split}" if dataset == "imagenet" else f"{raw}/nyu_depth_v2_labeled.mat"
+def _demo_raw(dataset):
+    return f"{RESULTS}/raw/demo_imagenet" if dataset == "imagenet" else f"{RESULTS}/raw/demo_nyu.mat"
 
 
 def _pack_input_path(wc):
     """What pack_shards.py reads (a path; may lie inside a declared folder)."""
     source, ds = _source(wc.dataset), DATASETS[wc.dataset]
     if source == "demo":
-        return _demo_input(wc.dataset, wc.split)
+        return f"{_demo_raw(wc.dataset)}/{wc.split}" if wc.dataset == "imagenet" else _demo_raw("nyu")
     if source == "hf-shards":
         return f"{DOWNLOADS}/{wc.dataset}/{wc.split}"
     if source == "nyu-mat":
@@ -87,14 +107,36 @@ def _pack_input_path(wc):
     return f"{ds['path'].rstrip('/')}/{wc.split}"  # imagefolder, shards
 
 
+def _pack_options(wc):
+    """Source-specific options of pack_shards.py."""
+    source = _pack_source(wc)
+    if source == "webdataset":
+        return f"--keys {KEYS[wc.dataset]}"
+    options = []
+    if DATASETS[wc.dataset].get("shard_bytes"):
+        options.append(f"--shard-bytes {DATASETS[wc.dataset]['shard_bytes']}")
+    if source == "nyu-mat" and DATASETS[wc.dataset].get("split_file"):
+        options.append("--split-file " + shlex.quote(DATASETS[wc.dataset]["split_file"]))
+    if source == "imagefolder" and wc.split != "train":
+        # the class index of every split comes from the training split's folders
+        options.append(f"--classes {shard_dir(wc.dataset, 'train')}/classes.json")
+    return " ".join(options)
+
+
 def _pack_inputs(wc):
     """The declared inputs: the step that makes the raw data, or the user's own path."""
     source = _source(wc.dataset)
     if source == "demo":
-        return [f"{RESULTS}/raw/demo_{wc.dataset}"]
+        inputs = [_demo_raw(wc.dataset)]
+        if wc.dataset == "imagenet" and wc.split != "train":
+            inputs.append(manifest(wc.dataset, "train"))
+        return inputs
     if source == "hf-shards":
         return [f"{DOWNLOADS}/{wc.dataset}/{wc.split}/provenance.json"]
-    return [_pack_input_path(wc)]
+    inputs = [_pack_input_path(wc)]
+    if source == "imagefolder" and wc.split != "train":
+        inputs.append(manifest(wc.dataset, "train"))
+    return inputs
 
 
 rule pack_shards:
@@ -107,6 +149,7 @@ rule pack_shards:
         source=_pack_source,
         input=_pack_input_path,
         out=lambda wc: shard_dir(wc.dataset, wc.split),
+        options=_pack_options,
         code=CODE["data"],
     log:
         log_of("pack_shards", "dataset", "split"),
@@ -117,4 +160,4 @@ rule pack_shards:
     shell:
         "{STEP} --step pack_shards --provenance {params.out}/provenance.json -- "
         "python scripts/pack_shards.py --source {params.source} --input {params.input:q} "
-        "--split {wildcards.split} --out {params.out} > {log} 2>&1"
+        "--split {wildcards.split} --out {params.out} {params.options} > {log} 2>&1"

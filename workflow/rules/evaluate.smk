@@ -33,7 +33,7 @@ rule extract_features:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step extract_features "
         "--provenance {output} -- "
         "python scripts/extract_features.py --model {input.model} --shards {params.shards} "
-        "--out {params.out} >> {log} 2>&1"
+        "--out {params.out} --threads {threads} --no-progress >> {log} 2>&1"
 
 
 rule linear_probe:
@@ -101,7 +101,7 @@ rule depth_probe:
         "--provenance {RUNS_DIR}/{wildcards.run}/provenance/depth_probe.json -- "
         "python scripts/depth_probe.py --model {input.model} --train-shards {params.train} "
         "--val-shards {params.val} --out {output.json} --strips {output.strips} "
-        "--epochs {params.epochs} --lr {params.lr} > {log} 2>&1"
+        "--epochs {params.epochs} --lr {params.lr} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule lidar:
@@ -129,4 +129,5 @@ rule lidar:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step lidar "
         "--provenance {RUNS_DIR}/{wildcards.run}/provenance/lidar.json -- "
         "python scripts/lidar.py --model {input.model} --shards {params.shards} --out {output} "
-        "--images {params.images} --augmentations {params.augmentations} > {log} 2>&1"
+        "--num-images {params.images} --num-augmentations {params.augmentations} "
+        "--threads {threads} --no-progress > {log} 2>&1"

@@ -4,8 +4,14 @@
 
 FIGURES_DIR = f"{PAPER}/figures"
 TABLES_DIR = f"{PAPER}/tables"
-VAL_SHARDS = shard_dir("imagenet", "val")
 NUM_IMAGES = FIGS.get("images", 8)
+# Images of the per-image figures: validation shards, or a folder of your own images.
+if FIGS.get("image_dir"):
+    IMAGE_SOURCE = "--image-dir " + shlex.quote(FIGS["image_dir"])
+    IMAGE_INPUT = [FIGS["image_dir"]]
+else:
+    IMAGE_SOURCE = "--shards " + shard_dir("imagenet", "val")
+    IMAGE_INPUT = [manifest("imagenet", "val")]
 DEVICE_RULE_THREADS = 4
 
 
@@ -46,9 +52,10 @@ rule fig_loss_maps:
     """Per-token loss averaged over many random masks, per image, for the compared runs."""
     input:
         models=[model(r) for r in COMPARE],
-        shards=manifest("imagenet", "val"),
+        images=IMAGE_INPUT,
     output:
         **figure("loss_maps"),
+        npz=f"{FIGURES_DIR}/loss_maps.npz",
     params:
         runs=runs_args(COMPARE),
         masks=FIGS.get("loss_maps", {}).get("masks", 8000),
@@ -65,16 +72,16 @@ rule fig_loss_maps:
     shell:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
         "--provenance {PAPER}/provenance/loss_maps.json -- "
-        "python scripts/fig_loss_maps.py {params.runs} --shards {VAL_SHARDS} "
+        "python scripts/fig_loss_maps.py {params.runs} {IMAGE_SOURCE} "
         "--num-images {NUM_IMAGES} --masks {params.masks} "
-        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+        "--png {output.png} --pdf {output.pdf} --npz {output.npz} > {log} 2>&1"
 
 
 rule fig_pca_features:
     """First three principal components of the patch features as RGB, per run."""
     input:
         models=[model(r) for r in COMPARE],
-        shards=manifest("imagenet", "val"),
+        images=IMAGE_INPUT,
     output:
         **figure("pca_features"),
     params:
@@ -93,7 +100,7 @@ rule fig_pca_features:
     shell:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_pca_features "
         "--provenance {PAPER}/provenance/pca_features.json -- "
-        "python scripts/fig_pca_features.py {params.runs} --shards {VAL_SHARDS} "
+        "python scripts/fig_pca_features.py {params.runs} {IMAGE_SOURCE} "
         "--num-images {NUM_IMAGES} --depth {params.depth} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
@@ -102,9 +109,10 @@ rule fig_token_loss_distribution:
     """Distribution of per-token losses of the compared runs, with tail statistics."""
     input:
         models=[model(r) for r in COMPARE],
-        shards=manifest("imagenet", "val"),
+        images=IMAGE_INPUT,
     output:
         **figure("token_loss_distribution"),
+        stats=f"{FIGURES_DIR}/token_loss_distribution.csv",
     params:
         runs=runs_args(COMPARE),
         images=FIGS.get("token_loss_distribution", {}).get("images", 256),
@@ -122,18 +130,19 @@ rule fig_token_loss_distribution:
     shell:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
         "--provenance {PAPER}/provenance/token_loss_distribution.json -- "
-        "python scripts/fig_token_loss_distribution.py {params.runs} --shards {VAL_SHARDS} "
+        "python scripts/fig_token_loss_distribution.py {params.runs} {IMAGE_SOURCE} "
         "--num-images {params.images} --masks {params.masks} "
-        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+        "--png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
 rule fig_token_energy:
     """L2 norm of each patch's teacher output feature, per run (the energy hierarchy)."""
     input:
         models=[model(r) for r in COMPARE],
-        shards=manifest("imagenet", "val"),
+        images=IMAGE_INPUT,
     output:
         **figure("token_energy"),
+        stats=f"{FIGURES_DIR}/token_energy.csv",
     params:
         runs=runs_args(COMPARE),
         code=CODE["figures"],
@@ -149,8 +158,8 @@ rule fig_token_energy:
     shell:
         "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_energy "
         "--provenance {PAPER}/provenance/token_energy.json -- "
-        "python scripts/fig_token_energy.py {params.runs} --shards {VAL_SHARDS} "
-        "--num-images {NUM_IMAGES} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+        "python scripts/fig_token_energy.py {params.runs} {IMAGE_SOURCE} "
+        "--num-images {NUM_IMAGES} --png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
 rule fig_training_curves:
