@@ -54,6 +54,18 @@ def test_mask_rows_are_window_splits_within_the_training_bounds():
     assert len(n_ctx_seen) > 2  # the number of context windows is drawn, not fixed
 
 
+def test_images_larger_than_the_training_rows_keep_the_split_ratios():
+    cfg = tiny_config("t")  # rows of 32 + 48 tokens: sized for 64 px images (16 windows)
+    layout = mask_layout(cfg, 16, 16)  # a 128 px image: 64 windows
+    assert not layout.fits_training_rows
+    assert (layout.lo, layout.hi) == (16, 32)
+    assert (layout.context_length, layout.target_length) == (32 * 4, 48 * 4)
+    assert mask_layout(cfg, 8, 8).fits_training_rows
+    torch.manual_seed(0)
+    lm = compute_loss_map(IJEPA(cfg.model).eval(), cfg, synthetic_image(128, 1), 6, 6)
+    assert lm.count.sum() > 0 and lm.mean.shape == (16, 16)
+
+
 def test_accumulate_averages_each_position_over_the_masks_where_it_was_a_target():
     # two rows over a 1 x 2 grid: position 0 is a target twice (losses 1, 3), position 1 once (5)
     ids = torch.full((2, 2, 4), PAD_ID)

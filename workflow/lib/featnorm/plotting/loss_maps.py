@@ -17,6 +17,7 @@ except for target norms that use batch statistics (`batchnorm`), which depend on
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class MaskLayout:
     context_length: int  # tokens of the context segment (registers included)
     target_length: int
     num_registers: int
+    fits_training_rows: bool = True  # False: the image is larger than the run's training rows
 
     @property
     def num_windows(self) -> int:
@@ -54,15 +56,27 @@ class MaskLayout:
 
 
 def mask_layout(cfg: RunConfig, gh: int, gw: int) -> MaskLayout:
-    """The split rule and segment lengths of the run's data config for a `gh x gw` grid."""
+    """The split rule and segment lengths of the run's data config for a `gh x gw` grid.
+
+    An image with more windows than the run's training rows can hold (e.g. 256 x 256 images
+    for a model trained on rows sized for 128 px images) keeps the split ratios
+    (`data.context_ratio_min/max`), and the rows are sized to fit it instead of to
+    `data.max_context_tokens / max_target_tokens`; `fits_training_rows` is then False.
+    """
     ws, d = cfg.model.window_size, cfg.data
     w2 = ws * ws
     T = (gh // ws) * (gw // ws)
-    lo, hi = context_window_range(T, d.context_ratio_min, d.context_ratio_max,
-                                  d.max_context_tokens // w2, d.max_target_tokens // w2)
     reg = cfg.model.encoder.num_registers
-    lc, lt = segment_lengths(d.max_context_tokens, d.max_target_tokens, ws, reg)
-    return MaskLayout(gh, gw, ws, lo, hi, lc, lt, reg)
+    try:
+        lo, hi = context_window_range(T, d.context_ratio_min, d.context_ratio_max,
+                                      d.max_context_tokens // w2, d.max_target_tokens // w2)
+        lc, lt = segment_lengths(d.max_context_tokens, d.max_target_tokens, ws, reg)
+        fits = True
+    except ValueError:
+        lo, hi = context_window_range(T, d.context_ratio_min, d.context_ratio_max, T)
+        lc, lt = segment_lengths(hi * w2, (T - lo) * w2, ws, reg)
+        fits = False
+    return MaskLayout(gh, gw, ws, lo, hi, lc, lt, reg, fits)
 
 
 def draw_mask_rows(pixels: torch.Tensor, layout: MaskLayout, num: int, rng: np.random.Generator) -> PackedBatch:
@@ -251,6 +265,12 @@ def loss_maps_for_runs(
             if h % unit or w % unit:
                 raise ValueError(f"images of {h}x{w} pixels do not split into {unit} px windows "
                                  f"(patch_size x window_size of run {run.name}); choose --image-size as a multiple of {unit}")
+            if i == 0:
+                layout = mask_layout(cfg, h // cfg.model.patch_size, w // cfg.model.patch_size)
+                if not layout.fits_training_rows:
+                    print(f"note: {h}x{w} images have more windows than run {run.name}'s training rows hold "
+                          f"(data.max_context_tokens / max_target_tokens); masks keep its context ratios "
+                          f"({layout.lo}-{layout.hi} of {layout.num_windows} windows) in larger rows", file=sys.stderr)
             lm = compute_loss_map(model, cfg, img.pixels, num_masks, batch_size, seed + i, device, keep_token_losses)
             maps[run.name].append(lm.mean)
             counts[run.name].append(lm.count)
