@@ -38,6 +38,7 @@ def _size(rng: np.random.Generator) -> tuple[int, int]:
     aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
     h = int(np.clip(round(side * np.sqrt(aspect)), 64, 320))
     w = int(np.clip(round(side / np.sqrt(aspect)), 64, 320))
+    h = int(np.clip(h, -(-w // 2), 2 * w))  # rounding must not leave [0.5, 2]
     return h, w
 
 
