@@ -60,16 +60,16 @@ def test_yaml_errors_name_the_file(tmp_path):
     assert cfg.model.encoder.out_norm == "batchnorm" and cfg.model.encoder.dim == 384
 
 
-def test_model_options_of_issue_8_fail_loudly_instead_of_being_ignored():
+def test_model_options_of_issue_8_are_built_from_the_run_config():
     from featnorm.ijepa import IJEPA
+    from featnorm.layers import DiffMoE
 
-    for overrides in (
-        {"encoder": {"dim": 16, "depth": 1, "num_heads": 2, "moe": {"num_experts": 4}}},
-        {
-            "encoder": {"dim": 16, "depth": 1, "num_heads": 2},
-            "predictor": {"dim": 16, "depth": 1, "num_heads": 2, "tome": {"ratio": 0.1}},
-        },
-    ):
-        cfg = run_config_from_dict({"model": overrides})
-        with pytest.raises(ConfigError, match="not implemented yet"):
-            IJEPA(cfg.model)
+    cfg = run_config_from_dict({"model": {
+        "encoder": {"dim": 16, "depth": 1, "num_heads": 2, "num_registers": 2, "moe": {"num_experts": 4}},
+        "predictor": {"dim": 16, "depth": 1, "num_heads": 2, "num_registers": 3, "encoder_registers": "wipe",
+                      "tome": {"ratio": 0.1}},
+    }})
+    model = IJEPA(cfg.model)
+    assert isinstance(model.student.blocks[0].mlp, DiffMoE) and model.student.blocks[0].mlp.num_experts == 4
+    assert model.predictor.registers.shape == (3, 16)
+    assert model.predictor.cfg.tome.ratio == 0.1 and model.predictor.cfg.encoder_registers == "wipe"

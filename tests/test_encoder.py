@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from featnorm.config import ConfigError, EncoderConfig, ToMeConfig
+from featnorm.config import EncoderConfig, ToMeConfig
 from featnorm.models import Encoder
 from featnorm.tokens import PAD_ID, padding_ids
 
@@ -113,6 +113,10 @@ def test_encoder_init_is_deterministic_given_the_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_encoder_rejects_token_merging_until_it_exists():
-    with pytest.raises(ConfigError, match="tome.ratio"):
-        Encoder(tiny(tome=ToMeConfig(ratio=0.25)), PATCH_DIM)
+def test_encoder_with_token_merging_returns_every_token_at_every_depth(make_image):
+    torch.manual_seed(0)
+    enc = Encoder(tiny(tome=ToMeConfig(ratio=0.25)), PATCH_DIM)
+    _, (pix, ids), _ = _alone_and_packed(make_image)
+    out, hiddens = enc(pix, ids, return_all_depths=True)
+    assert out.shape == (1, ids.shape[1], 32) and hiddens.shape == (3, 1, ids.shape[1], 32)
+    assert torch.isfinite(out).all()

@@ -7,6 +7,7 @@ from featnorm.config import ConfigError, DynTanhConfig, MoEConfig
 from featnorm.layers import (
     AbsolutePositionEmbedding,
     Attention,
+    DiffMoE,
     DynTanh,
     MaskedBatchNorm,
     RoPE2D,
@@ -165,12 +166,12 @@ def test_attention_ignores_other_samples_and_padding_and_gives_no_nan(qk_norm):
     torch.testing.assert_close(y2[0, [0, 2]], y[0, [0, 2]], atol=1e-6, rtol=0)
 
 
-def test_mlp_is_ratio_four_tanh_gelu_and_moe_is_not_silently_ignored():
+def test_mlp_is_ratio_four_tanh_gelu_and_moe_config_builds_a_diffmoe():
     torch.manual_seed(0)
     mlp = make_mlp(8, 4.0)
     assert mlp.fc1.out_features == 32
     x = torch.randn(2, 8)
     h = torch.nn.functional.gelu(mlp.fc1(x), approximate="tanh")
     torch.testing.assert_close(mlp(x), mlp.fc2(h))
-    with pytest.raises(ConfigError, match="not implemented"):
-        make_mlp(8, 4.0, MoEConfig(num_experts=16), "model.encoder")
+    moe = make_mlp(8, 4.0, MoEConfig(num_experts=16, capacity=0.5), "model.encoder")
+    assert isinstance(moe, DiffMoE) and moe.num_experts == 16 and moe.w1.shape == (16, 8, 32)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from featnorm.config import ConfigError, PredictorConfig
+from featnorm.config import PredictorConfig
 from featnorm.models import Predictor
 from featnorm.tokens import PAD_ID, padding_ids
 
@@ -74,6 +74,9 @@ def test_target_positions_matter_through_rope(make_image):
         assert not torch.allclose(pred(c[None], ci[None], ti[None]), pred(c[None], ci[None], moved[None]))
 
 
-def test_predictor_rejects_registers_until_they_exist():
-    with pytest.raises(ConfigError, match="num_registers"):
-        Predictor(tiny(num_registers=4), ENC_DIM)
+def test_predictor_with_registers_returns_one_prediction_per_target_slot(make_image):
+    torch.manual_seed(0)
+    pred = Predictor(tiny(num_registers=4), ENC_DIM)
+    ci, c, ti = _pieces(make_image, 0, 1)
+    out = pred(c[None], ci[None], ti[None])
+    assert out.shape == (1, len(ti), ENC_DIM) and torch.isfinite(out).all()

@@ -4,9 +4,11 @@
    targets are its outputs at the target segment, normalized by `TargetNorm`.
 2. The student encodes the context segment only.
 3. Batch repeat: for each of r copies, random context windows and target windows
-   (capacities of the config) are gathered window-contiguously.
+   (capacities of the config) are gathered window-contiguously. The encoder's register
+   windows are never sampled: every copy gets all register windows of its row, first.
 4. The predictor maps the chosen context features + target positions to predictions.
-5. Smooth-L1 between predictions and targets, averaged over real, non-register target tokens.
+5. Smooth-L1 between predictions and targets, averaged over real, non-register target
+   tokens, plus the DiffMoE capacity-predictor losses of the student and the predictor.
 """
 
 from __future__ import annotations
@@ -22,19 +24,30 @@ from featnorm.batch import PackedBatch
 from featnorm.config import ModelConfig
 from featnorm.ijepa.ema import ema_update
 from featnorm.ijepa.target_norm import TargetNorm
-from featnorm.ijepa.window_sampling import gather_windows, padding_windows, sample_windows, windows_per_copy
+from featnorm.ijepa.window_sampling import (
+    gather_windows,
+    padding_windows,
+    register_window_index,
+    register_windows,
+    sample_windows,
+    windows_per_copy,
+)
+from featnorm.layers import DiffMoE
 from featnorm.metrics import smooth_rank
 from featnorm.models import Encoder, Predictor
-from featnorm.tokens import is_patch
+from featnorm.tokens import PAD_ID, is_patch, is_register
 
 
 @dataclass
 class IJEPAOutput:
-    loss: torch.Tensor  # () mean smooth-L1 over real, non-register predicted target tokens
+    loss: torch.Tensor  # () mean smooth-L1 over real, non-register predicted target tokens (+ DiffMoE aux loss)
     targets: torch.Tensor  # (N, encoder_dim) normalized teacher targets of the real target tokens, detached
     token_losses: torch.Tensor  # (rows, Lt') smooth-L1 per predicted token (mean over channels), 0 elsewhere
     token_mask: torch.Tensor  # (rows, Lt') bool, True where token_losses counts in the loss
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached 0-dim tensors for logging
+    # Detached 0-dim tensors for logging. With DiffMoE also moe_aux_loss, prediction_loss and, for encoder /
+    # predictor, *_experts_per_token (this forward's routing) and *_eval_experts_per_token
+    # (what eval-mode threshold routing picks on the same tokens).
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class IJEPA(nn.Module):
@@ -83,12 +96,15 @@ class IJEPA(nn.Module):
             ctx_pad, tgt_pad = padding_windows(ctx_ids, ws), padding_windows(tgt_ids, ws)
             kc = windows_per_copy(ctx_pad.shape[1], o.context_capacity)
             kt = windows_per_copy(tgt_pad.shape[1], o.target_capacity)
-            cw = sample_windows(ctx_pad, r, kc, o.with_replacement, generator)
+            ctx_reg = register_windows(ctx_ids, ws) if self.cfg.encoder.num_registers > 0 else None
+            cw = sample_windows(ctx_pad if ctx_reg is None else ctx_pad | ctx_reg, r, kc, o.with_replacement, generator)
             tw = sample_windows(tgt_pad, r, kt, o.with_replacement, generator)
             pred_ctx = gather_windows(context, cw, ws)
             pred_ctx_ids = gather_windows(ctx_ids, cw, ws)
             pred_tgt_ids = gather_windows(tgt_ids, tw, ws)
             pred_targets = gather_windows(targets, tw, ws)
+            if ctx_reg is not None:
+                pred_ctx, pred_ctx_ids = self._with_registers(context, ctx_ids, ctx_reg, pred_ctx, pred_ctx_ids, r)
 
         predictions = self.predictor(pred_ctx, pred_ctx_ids, pred_tgt_ids)
         token_mask = is_patch(pred_tgt_ids)
@@ -96,7 +112,10 @@ class IJEPA(nn.Module):
         token_losses = per_channel.mean(-1) * token_mask
         count = token_mask.sum()
         loss = token_losses.sum() / count.clamp_min(1)
-        # The DiffMoE auxiliary loss (issue 8) is added here when the MLPs are mixtures of experts.
+        moe_stats = self._moe_stats()
+        if "moe_aux_loss" in moe_stats:
+            moe_stats["prediction_loss"] = loss  # the smooth-L1 alone, comparable with dense runs
+            loss = loss + moe_stats["moe_aux_loss"]
 
         real_targets = targets[is_patch(tgt_ids)]
         with torch.no_grad():
@@ -106,6 +125,7 @@ class IJEPA(nn.Module):
                 "target_std": real_targets.std(0).mean() if real_targets.shape[0] > 1 else loss.new_zeros(()),
                 "target_token_norm": real_targets.norm(dim=-1).mean() if real_targets.numel() else loss.new_zeros(()),
             }
+            stats.update({k: v.detach() for k, v in moe_stats.items()})
         return IJEPAOutput(
             loss=loss,
             targets=real_targets.detach(),
@@ -113,6 +133,38 @@ class IJEPA(nn.Module):
             token_mask=token_mask,
             stats=stats,
         )
+
+
+    def _with_registers(self, context, ctx_ids, ctx_reg, pred_ctx, pred_ctx_ids, r):
+        """Prepend every register window of each row to all r copies of it, and wipe any
+        register a copy drew among its sampled windows (it is there once already).
+
+        context `(B, Lc, D)`, ctx_ids `(B, Lc, 4)`, ctx_reg `(B, Wc)` register-window flags,
+        pred_ctx `(r * B, Lc', D)`, pred_ctx_ids `(r * B, Lc', 4)` ->
+        `(r * B, M * w2 + Lc', D)` and ids, M the most register windows of a row."""
+        ws = self.cfg.window_size
+        pred_ctx_ids = pred_ctx_ids.masked_fill(is_register(pred_ctx_ids)[..., None], PAD_ID)
+        idx, live = register_window_index(ctx_reg)  # (B, M)
+        reg = gather_windows(context, idx[None], ws)
+        reg_ids = gather_windows(ctx_ids, idx[None], ws)
+        reg_ids = reg_ids.masked_fill(~live.repeat_interleave(ws**2, dim=1)[..., None], PAD_ID)
+        return torch.cat((reg.repeat(r, 1, 1), pred_ctx), 1), torch.cat((reg_ids.repeat(r, 1, 1), pred_ctx_ids), 1)
+
+    def _moe_stats(self) -> dict[str, torch.Tensor]:
+        """Aux loss (with grad) and experts-per-token of the last forward of the student's and
+        the predictor's DiffMoE layers (the teacher's are not trained); {} without DiffMoE."""
+        stats: dict[str, torch.Tensor] = {}
+        aux = []
+        for name, net in (("encoder", self.student), ("predictor", self.predictor)):
+            layers = [m for m in net.modules() if isinstance(m, DiffMoE)]
+            if not layers:
+                continue
+            aux += [m.aux_loss for m in layers if m.aux_loss is not None]
+            stats[f"{name}_experts_per_token"] = torch.stack([m.experts_per_token for m in layers]).mean()
+            stats[f"{name}_eval_experts_per_token"] = torch.stack([m.eval_experts_per_token for m in layers]).mean()
+        if aux:
+            stats["moe_aux_loss"] = torch.stack(aux).sum()
+        return stats
 
 
 def targets_rankme(targets: torch.Tensor, max_tokens: int | None = None, generator: torch.Generator | None = None) -> float:

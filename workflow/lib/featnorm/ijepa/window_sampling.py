@@ -5,13 +5,17 @@ For each of r copies, `sample_windows` draws k windows per row, either independe
 copy (with replacement across copies) or as r disjoint chunks of one permutation (without
 replacement). Windows made only of padding get keys above every real window's key, so they
 are drawn only after all real windows. Vectorised over rows and copies.
+
+Register windows (an image's register slots, at the start of its context part) are not
+sampled: the objective draws them last, like padding, and wipes any it drew, then passes
+every register window of the row to every copy (`register_window_index`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from featnorm.tokens import is_padding
+from featnorm.tokens import is_padding, is_register
 
 
 def padding_windows(token_ids: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -21,6 +25,22 @@ def padding_windows(token_ids: torch.Tensor, window_size: int) -> torch.Tensor:
     if L % w2:
         raise ValueError(f"segment length {L} is not a multiple of window_size**2 = {w2}")
     return is_padding(token_ids).view(B, L // w2, w2).all(-1)
+
+
+def register_windows(token_ids: torch.Tensor, window_size: int) -> torch.Tensor:
+    """`(B, L, 4)` ids of one segment -> `(B, L / window_size**2)` bool, True on windows holding a register."""
+    B, L, _ = token_ids.shape
+    w2 = window_size**2
+    return is_register(token_ids).view(B, L // w2, w2).any(-1)
+
+
+def register_window_index(reg_windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B, W)` register-window flags -> (`(B, M)` indices of each row's register windows, in
+    order, then filler; `(B, M)` bool, False on filler), M the most register windows of a row."""
+    count = reg_windows.sum(1)
+    M = int(count.max()) if reg_windows.numel() else 0
+    order = torch.sort(reg_windows.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :M]
+    return order, torch.arange(M, device=reg_windows.device)[None] < count[:, None]
 
 
 def windows_per_copy(num_windows: int, capacity: float) -> int:

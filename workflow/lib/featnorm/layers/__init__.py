@@ -3,17 +3,21 @@
 from featnorm.layers.abs_pos import AbsolutePositionEmbedding
 from featnorm.layers.attention import Attention, attention_mask
 from featnorm.layers.block import Block
+from featnorm.layers.diffmoe import DiffMoE
 from featnorm.layers.dyntanh import DynTanh
 from featnorm.layers.mlp import Mlp, make_mlp
 from featnorm.layers.norms import MaskedBatchNorm, make_norm, masked_mean_var
 from featnorm.layers.rope import RoPE2D, apply_rope
+from featnorm.layers.tome import MergeState, merge_plan, merge_tokens, unmerge
 
 __all__ = [
     "AbsolutePositionEmbedding",
     "Attention",
     "Block",
+    "DiffMoE",
     "DynTanh",
     "MaskedBatchNorm",
+    "MergeState",
     "Mlp",
     "RoPE2D",
     "apply_rope",
@@ -21,4 +25,7 @@ __all__ = [
     "make_mlp",
     "make_norm",
     "masked_mean_var",
+    "merge_plan",
+    "merge_tokens",
+    "unmerge",
 ]

@@ -46,12 +46,19 @@ class Attention(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """x `(B, L, dim)`, mask `(B, 1, L, L)` from `attention_mask`, rope `(cos, sin)` or None."""
+        return_keys: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x `(B, L, dim)`, mask `(B, 1, L, L)` from `attention_mask`, rope `(cos, sin)` or None.
+
+        With `return_keys` also the head-averaged, normed keys before RoPE `(B, L, head_dim)`,
+        detached (token merging matches tokens by them; RoPE would make them position-dependent).
+        """
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
+        keys = k.detach().mean(1) if return_keys else None
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+        out = self.proj(out.transpose(1, 2).reshape(B, L, D))
+        return (out, keys) if return_keys else out

@@ -1,4 +1,8 @@
-"""Pre-norm transformer block: `x += attn(norm1(x)); x += mlp(norm2(x))`."""
+"""Pre-norm transformer block: `x += attn(norm1(x)); x += mlp(norm2(x))`.
+
+The MLP is dense or a DiffMoE (then `mlp(norm2(x))` is the sum of the gated outputs of the
+experts that took the token, 0 if none did).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from torch import nn
 
 from featnorm.config import EncoderConfig, PredictorConfig
 from featnorm.layers.attention import Attention
+from featnorm.layers.diffmoe import DiffMoE
 from featnorm.layers.mlp import make_mlp
 from featnorm.layers.norms import make_norm
 
@@ -18,13 +23,22 @@ class Block(nn.Module):
         self.attn = Attention(cfg.dim, cfg.num_heads, qk_norm=cfg.qk_norm, dyntanh=cfg.dyntanh)
         self.norm2 = make_norm(cfg.block_norm, cfg.dim, affine=True, dyntanh=cfg.dyntanh)
         self.mlp = make_mlp(cfg.dim, cfg.mlp_ratio, cfg.moe, where)
+        self.moe = isinstance(self.mlp, DiffMoE)
 
     def forward(
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """x `(B, L, dim)`; mask `(B, 1, L, L)` bool; rope `(cos, sin)` tables or None."""
-        x = x + self.attn(self.norm1(x), mask, rope)
-        return x + self.mlp(self.norm2(x))
+        real: torch.Tensor | None = None,
+        return_keys: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x `(B, L, dim)`; mask `(B, 1, L, L)` bool; rope `(cos, sin)` tables or None; real
+        `(B, L)` bool, the non-padding tokens (only a DiffMoE MLP uses it: padding never enters
+        its token pool). With `return_keys` also the attention's head-averaged keys `(B, L, head_dim)`."""
+        a = self.attn(self.norm1(x), mask, rope, return_keys=return_keys)
+        a, keys = a if return_keys else (a, None)
+        x = x + a
+        h = self.norm2(x)
+        x = x + (self.mlp(h, real) if self.moe else self.mlp(h))
+        return (x, keys) if return_keys else x

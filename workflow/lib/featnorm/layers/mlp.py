@@ -1,7 +1,7 @@
 """The block MLP: Linear -> tanh-GELU -> Linear, hidden width `mlp_ratio * dim`.
 
-`make_mlp` is the one place that picks the MLP kind from config; the DiffMoE MLP
-(`moe.num_experts > 0`, issue 8) plugs in here.
+`make_mlp` is the one place that picks the MLP kind from config: this dense MLP, or the
+DiffMoE MLP (`featnorm.layers.diffmoe`) when `moe.num_experts > 0`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featnorm.config import ConfigError, MoEConfig
+from featnorm.config import MoEConfig
+from featnorm.layers.diffmoe import DiffMoE
 
 
 class Mlp(nn.Module):
@@ -25,9 +26,8 @@ class Mlp(nn.Module):
 
 
 def make_mlp(dim: int, mlp_ratio: float, moe: MoEConfig | None = None, where: str = "model") -> nn.Module:
+    """A dense `Mlp`, or a `DiffMoE` of `moe.num_experts` experts of the same hidden width."""
+    hidden = int(round(dim * mlp_ratio))
     if moe is not None and moe.num_experts > 0:
-        raise ConfigError(
-            f"{where}.moe.num_experts = {moe.num_experts}: the DiffMoE MLP is not implemented yet "
-            f"(issue 8); set {where}.moe.num_experts: 0"
-        )
-    return Mlp(dim, int(round(dim * mlp_ratio)))
+        return DiffMoE(dim, hidden, moe.num_experts, moe.capacity, moe.threshold_beta)
+    return Mlp(dim, hidden)

@@ -4,7 +4,8 @@ Each head's `head_dim` channels are split in two halves: the first half is rotat
 token's patch row, the second by its patch column, each as 1-D RoPE with base 10000
 (rotate-half pairing inside each half). Tokens whose row/col is PAD_ID (registers and
 padding) get no rotation. The tables are built once per forward (`RoPE2D.tables`) and
-shared by all blocks (`apply_rope`).
+shared by all blocks (`apply_rope`); token merging rebuilds them from fractional positions
+(`RoPE2D.tables_from_positions`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ class RoPE2D(nn.Module):
         """`(B, L, 4)` ids -> `(cos, sin)`, each `(B, 1, L, head_dim)` float32."""
         rows, cols = token_ids[..., ROW], token_ids[..., COL]
         valid = (rows != PAD_ID) & (cols != PAD_ID)
-        pos = torch.stack((rows, cols), -1).masked_fill(~valid[..., None], 0).float()  # (B, L, 2)
+        return self.tables_from_positions(torch.stack((rows, cols), -1), valid)
+
+    def tables_from_positions(self, pos: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B, L, 2)` (row, col) positions, integer or fractional, and `(B, L)` bool (False: no
+        rotation) -> `(cos, sin)`, each `(B, 1, L, head_dim)` float32."""
+        pos = pos.float().masked_fill(~valid[..., None], 0.0)
         angles = pos[..., None] * self.freqs  # (B, L, 2, quarter)
         angles = torch.cat((angles, angles), -1).flatten(-2)  # (B, L, head_dim): [row | row | col | col]
         return angles.cos()[:, None], angles.sin()[:, None]

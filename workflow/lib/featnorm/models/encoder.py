@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from featnorm.config import EncoderConfig
-from featnorm.layers import AbsolutePositionEmbedding, Block, MaskedBatchNorm, RoPE2D, attention_mask, make_norm
-from featnorm.models.init import init_vit_weights, reject_unimplemented
+from featnorm.layers import AbsolutePositionEmbedding, Block, DiffMoE, MaskedBatchNorm, RoPE2D, make_norm
+from featnorm.models.block_stack import run_blocks
+from featnorm.models.init import init_vit_weights
 from featnorm.tokens import REGISTER, is_patch, is_register
 
 
@@ -19,12 +20,15 @@ class Encoder(nn.Module):
     tokens (register id != PAD_ID) get their learned embedding instead of a patch embedding;
     padding tokens enter as zeros, attend only to themselves and are ignored by every other
     token, so a packed row behaves like separate images.
+
+    Options (issue 8): DiffMoE MLPs (`cfg.moe.num_experts > 0`; routing differs between
+    train() and eval(), see `featnorm.layers.diffmoe`) and ToMe merging after each block
+    (`cfg.tome.ratio > 0`; outputs are unmerged to the input length).
     """
 
     def __init__(self, cfg: EncoderConfig, patch_dim: int):
         super().__init__()
         where = "model.encoder"
-        reject_unimplemented(cfg, where)
         self.cfg = cfg
         self.dim = cfg.dim
         self.patch_embed = nn.Linear(patch_dim, cfg.dim)
@@ -63,14 +67,15 @@ class Encoder(nn.Module):
         """Returns `(B, L, dim)` after the output norm; with `return_all_depths` also
         `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output."""
         x = self.embed(pixels, token_ids)
-        mask = attention_mask(token_ids)
-        rope = self.rope.tables(token_ids) if self.rope is not None else None
-        hiddens = [x] if return_all_depths else None
-        for block in self.blocks:
-            x = block(x, mask, rope)
-            if hiddens is not None:
-                hiddens.append(x)
+        x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths)
         out = self.norm_output(x, token_ids)
         if hiddens is not None:
             return out, torch.stack(hiddens)
         return out
+
+    @property
+    def experts_per_token(self) -> float | None:
+        """Mean over DiffMoE layers of the experts per real token in the last forward (in the
+        mode it ran in: k x E / N in train(), threshold routing in eval()); None without DiffMoE."""
+        values = [m.experts_per_token for m in self.modules() if isinstance(m, DiffMoE) and m.experts_per_token is not None]
+        return float(torch.stack(values).mean()) if values else None

@@ -14,14 +14,3 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-def reject_unimplemented(cfg, where: str) -> None:
-    """Options that have a config key but no implementation yet (issue 8) fail loudly."""
-    from featnorm.config import ConfigError
-
-    if cfg.tome.ratio > 0:
-        raise ConfigError(
-            f"{where}.tome.ratio = {cfg.tome.ratio}: ToMe token merging is not implemented yet "
-            f"(issue 8); set {where}.tome.ratio: 0"
-        )

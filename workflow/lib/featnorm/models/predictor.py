@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featnorm.config import ConfigError, PredictorConfig
-from featnorm.layers import AbsolutePositionEmbedding, Block, RoPE2D, attention_mask, make_norm
-from featnorm.models.init import init_vit_weights, reject_unimplemented
-from featnorm.tokens import PAD_ID, is_register
+from featnorm.config import PredictorConfig
+from featnorm.layers import AbsolutePositionEmbedding, Block, RoPE2D, make_norm
+from featnorm.models.block_stack import run_blocks
+from featnorm.models.init import init_vit_weights
+from featnorm.tokens import PAD_ID, REGISTER, SAMPLE, is_patch, is_register, padding_ids
 
 
 class Predictor(nn.Module):
@@ -17,6 +18,12 @@ class Predictor(nn.Module):
     context + target sequence with the sample-id attention mask (a row may mix images);
     output norm; linear `dim -> encoder_dim`.
 
+    Registers: the encoder's register tokens in the context pass as they are
+    (`encoder_registers: pass`) or are wiped to padding (`wipe`); with `num_registers > 0`
+    each image present in a row (one with a patch in its context or targets) gets that many
+    learned predictor registers, placed before the context. Options of issue 8: DiffMoE
+    MLPs and ToMe merging (`cfg.moe`, `cfg.tome`).
+
     `forward(context (B, Lc, encoder_dim), context_ids (B, Lc, 4), target_ids (B, Lt, 4))`
     -> predictions `(B, Lt, encoder_dim)`.
     """
@@ -24,15 +31,13 @@ class Predictor(nn.Module):
     def __init__(self, cfg: PredictorConfig, encoder_dim: int):
         super().__init__()
         where = "model.predictor"
-        reject_unimplemented(cfg, where)
-        if cfg.num_registers > 0:
-            raise ConfigError(
-                f"{where}.num_registers = {cfg.num_registers}: predictor registers are not implemented "
-                f"yet (issue 8); set {where}.num_registers: 0"
-            )
         self.cfg = cfg
         self.embed = nn.Linear(encoder_dim, cfg.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.dim) * 0.02)
+        if cfg.num_registers > 0:
+            self.registers = nn.Parameter(torch.randn(cfg.num_registers, cfg.dim) * 0.02)
+        else:
+            self.register_parameter("registers", None)
         self.rope = RoPE2D(cfg.head_dim, cfg.rope_base) if cfg.pos_embed == "rope" else None
         self.abs_pos = AbsolutePositionEmbedding(cfg.dim, cfg.max_grid_size) if cfg.pos_embed == "absolute" else None
         self.blocks = nn.ModuleList(Block(cfg, where) for _ in range(cfg.depth))
@@ -40,19 +45,53 @@ class Predictor(nn.Module):
         self.out_proj = nn.Linear(cfg.dim, encoder_dim)
         self.apply(init_vit_weights)
 
-    def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    def register_ids(self, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """Ids of the predictor registers: `(B, M * num_registers, 4)`, M the most images
+        present in a row; image m of a row (in order of first appearance) gets register ids
+        0..num_registers-1 with its sample id; unused slots are padding."""
+        ids = torch.cat((context_ids, target_ids), 1)
+        B, L, _ = ids.shape
+        sample, patch = ids[..., SAMPLE], is_patch(ids)
+        earlier = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril(-1)  # (i, j): j before i
+        seen = ((sample[:, :, None] == sample[:, None, :]) & patch[:, None, :] & earlier).any(-1)
+        first = patch & ~seen  # (B, L): first patch of each present image
+        count = first.sum(1)
+        M = int(count.max()) if B else 0
+        n = self.cfg.num_registers
+        out = padding_ids(B, M * n, device=ids.device)
+        if M == 0:
+            return out
+        order = torch.sort(first.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :M]
+        live = torch.arange(M, device=ids.device)[None] < count[:, None]  # (B, M)
+        images = sample.gather(1, order).masked_fill(~live, PAD_ID)  # (B, M)
+        out[..., SAMPLE] = images.repeat_interleave(n, dim=1)
+        reg = torch.arange(n, device=ids.device).repeat(M)[None].expand(B, -1)
+        out[..., REGISTER] = reg.masked_fill(out[..., SAMPLE] == PAD_ID, PAD_ID)
+        return out
+
+    def prepare(
+        self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictor's input sequence: `x (B, R + Lc + Lt, dim)` and its ids
+        `(B, R + Lc + Lt, 4)`, [predictor registers (R slots) | context | targets]."""
         if self.cfg.encoder_registers == "wipe":
-            # The encoder's register outputs are hidden from the predictor: treat them as padding.
+            # Hidden from the predictor: padding attends only to itself and nothing attends to it.
             context_ids = context_ids.masked_fill(is_register(context_ids)[..., None], PAD_ID)
-        B, Lc, _ = context.shape
+        B = context.shape[0]
         ctx = self.embed(context)
         tgt = self.mask_token.to(ctx.dtype).expand(B, target_ids.shape[1], -1)
-        x = torch.cat((ctx, tgt), 1)
-        ids = torch.cat((context_ids, target_ids), 1)
+        parts, ids = [ctx, tgt], [context_ids, target_ids]
+        if self.registers is not None:
+            reg_ids = self.register_ids(context_ids, target_ids)
+            live = reg_ids[..., REGISTER] != PAD_ID
+            reg = self.registers[reg_ids[..., REGISTER].clamp_min(0)].to(ctx.dtype) * live[..., None]
+            parts, ids = [reg] + parts, [reg_ids] + ids
+        x, ids = torch.cat(parts, 1), torch.cat(ids, 1)
         if self.abs_pos is not None:
             x = x + self.abs_pos(ids)
-        mask = attention_mask(ids)
-        rope = self.rope.tables(ids) if self.rope is not None else None
-        for block in self.blocks:
-            x = block(x, mask, rope)
-        return self.out_proj(self.out_norm(x[:, Lc:]))
+        return x, ids
+
+    def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        x, ids = self.prepare(context, context_ids, target_ids)
+        x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio)
+        return self.out_proj(self.out_norm(x[:, x.shape[1] - target_ids.shape[1] :]))
