@@ -89,41 +89,44 @@ class DiffMoE(nn.Module):
         self.thresholds.copy_(torch.where(self.thresholds_initialized, ema, kth))
         self.thresholds_initialized.fill_(True)
 
+    def route(self, x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Choose each expert's tokens. x `(N, dim)` flattened tokens, real `(N,)` bool ->
+        idx `(k, E)` token indices (expert e's picks in column e), weight `(k, E)` their gate
+        scores (0 on dropped picks). Training also sets `aux_loss` and updates the thresholds."""
+        N = x.shape[0]
+        gates = (torch.tanh(self.gate(x)) + 1) / 2  # (N, E)
+        learning = self.training and self.gate.weight.requires_grad
+        logits = self.capacity_predictor(x.detach() if learning else x).float()  # (N, E)
+        predicted = torch.sigmoid(logits)
+        would_pick = (predicted > self.thresholds) & real[:, None]  # the eval-mode rule
+        count = real.sum().clamp_min(1)
+        self.eval_experts_per_token = (would_pick.sum() / count).detach()
+        self.aux_loss = None
+        if not self.training:
+            # Each expert's picks first (stable), padded to the busiest expert's count.
+            m = max(1, int(would_pick.sum(0).max()))
+            idx = torch.sort(would_pick.to(torch.uint8), dim=0, descending=True, stable=True).indices[:m]
+            self.experts_per_token = self.eval_experts_per_token
+            return idx, gates.gather(0, idx) * would_pick.gather(0, idx)
+
+        k = min(self.tokens_per_expert(N), N)
+        scores = gates.detach().float().masked_fill(~real[:, None], -1.0)
+        idx = scores.topk(k, dim=0, sorted=False).indices  # (k, E)
+        picked = real[idx]  # (k, E): False only when k exceeds the real tokens
+        self.experts_per_token = (picked.sum() / count).detach()
+        if learning:
+            chosen = torch.zeros_like(logits).scatter_(0, idx, picked.to(logits.dtype))
+            bce = F.binary_cross_entropy_with_logits(logits, chosen, reduction="none")
+            self.aux_loss = (bce * real[:, None]).sum() / (count * self.num_experts)
+            self._update_thresholds(predicted.detach().masked_fill(~real[:, None], -1.0).topk(k, dim=0).values[-1])
+        return idx, gates.gather(0, idx) * picked
+
     def forward(self, x: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # (N, dim)
         N = flat.shape[0]
         real = torch.ones(N, dtype=torch.bool, device=x.device) if real is None else real.reshape(N)
-        gates = (torch.tanh(self.gate(flat)) + 1) / 2  # (N, E)
-        learning = self.training and self.gate.weight.requires_grad
-        logits = self.capacity_predictor(flat.detach() if learning else flat).float()  # (N, E)
-        predicted = torch.sigmoid(logits)
-        would_pick = (predicted > self.thresholds) & real[:, None]  # the eval-mode rule
-        count = real.sum().clamp_min(1)
-        self.eval_experts_per_token = (would_pick.sum() / count).detach()
-
-        if self.training:
-            k = min(self.tokens_per_expert(N), N)
-            scores = gates.detach().float().masked_fill(~real[:, None], -1.0)
-            idx = scores.topk(k, dim=0, sorted=False).indices  # (k, E)
-            picked_real = real[idx]  # (k, E): False only when k exceeds the real tokens
-            weight = gates.gather(0, idx) * picked_real
-            self.experts_per_token = (picked_real.sum() / count).detach()
-            self.aux_loss = None
-            if learning:
-                chosen = torch.zeros_like(logits).scatter_(0, idx, picked_real.to(logits.dtype))
-                bce = F.binary_cross_entropy_with_logits(logits, chosen, reduction="none")
-                self.aux_loss = (bce * real[:, None]).sum() / (count * self.num_experts)
-                kth = predicted.detach().masked_fill(~real[:, None], -1.0).topk(k, dim=0).values[-1]
-                self._update_thresholds(kth)
-        else:
-            # Each expert's picks first (stable), padded to the busiest expert's count.
-            m = max(1, int(would_pick.sum(0).max()))
-            order = torch.sort(would_pick.to(torch.uint8), dim=0, descending=True, stable=True).indices[:m]
-            picked = would_pick.gather(0, order)
-            idx, weight = order, gates.gather(0, order) * picked
-            self.experts_per_token = self.eval_experts_per_token
-            self.aux_loss = None
+        idx, weight = self.route(flat, real)
         return self._experts(flat, idx, weight).reshape(shape)
 
     def extra_repr(self) -> str:
