@@ -11,7 +11,7 @@ import argparse
 
 from featnorm.plotting.linear_probe_depth import make_linear_probe_depth
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import add_figure_outputs, add_run_options, figure_paths
+from featnorm.plotting.script_options import USER_ERRORS, add_figure_outputs, add_run_options, figure_paths, fail
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,10 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metric", choices=("top1", "top5"), default="top1", help="accuracy to plot (default top1)")
     add_figure_outputs(p)
     args = p.parse_args(argv)
-    paths = figure_paths(p, args)
-    runs = load_runs(args.runs, args.names)
-    make_linear_probe_depth(runs, paths, args.metric)
-    print("wrote", ", ".join(map(str, paths)))
+    try:
+        paths = figure_paths(p, args)
+        runs = load_runs(args.runs, args.names)
+        make_linear_probe_depth(runs, paths, args.metric)
+        print("wrote", ", ".join(map(str, paths)))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ from featnorm.plotting.loss_maps import loss_maps_for_runs, make_loss_map_figure
 from featnorm.plotting.model_io import resolve_device
 from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
+    USER_ERRORS,
     add_device_option,
     add_figure_outputs,
     add_image_options,
     add_mask_options,
     add_run_options,
+    fail,
     figure_paths,
     output_path,
     require_models,
@@ -37,16 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     add_device_option(p)
     add_figure_outputs(p, extra="npz")
     args = p.parse_args(argv)
-    paths = figure_paths(p, args)
-    runs = load_runs(args.runs, args.names)
-    require_models(p, runs)
-    images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
-    maps, counts, _ = loss_maps_for_runs(runs, images, args.masks, args.batch_size, args.seed, resolve_device(args.device))
-    make_loss_map_figure(images, maps, paths, args.masks)
-    npz = output_path(args, "npz", beside_figure=True)
-    if npz is not None:
-        save_maps(npz, images, maps, counts)
-    print("wrote", ", ".join(str(q) for q in paths + ([npz] if npz else [])))
+    try:
+        paths = figure_paths(p, args)
+        runs = load_runs(args.runs, args.names)
+        require_models(p, runs)
+        images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
+        maps, counts, _ = loss_maps_for_runs(runs, images, args.masks, args.batch_size, args.seed, resolve_device(args.device))
+        make_loss_map_figure(images, maps, paths, args.masks)
+        npz = output_path(args, "npz", beside_figure=True)
+        if npz is not None:
+            save_maps(npz, images, maps, counts)
+        print("wrote", ", ".join(str(q) for q in paths + ([npz] if npz else [])))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from featnorm.plotting.model_io import resolve_device
 from featnorm.plotting.pca_features import make_pca_figure, pca_for_runs
 from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
+    USER_ERRORS,
     add_device_option,
     add_figure_outputs,
     add_image_options,
     add_run_options,
+    fail,
     figure_paths,
     require_models,
 )
@@ -35,13 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     add_device_option(p)
     add_figure_outputs(p)
     args = p.parse_args(argv)
-    paths = figure_paths(p, args)
-    runs = load_runs(args.runs, args.names)
-    require_models(p, runs)
-    images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
-    rgb, label = pca_for_runs(runs, images, args.depth, resolve_device(args.device))
-    make_pca_figure(images, rgb, paths, label)
-    print("wrote", ", ".join(map(str, paths)))
+    try:
+        paths = figure_paths(p, args)
+        runs = load_runs(args.runs, args.names)
+        require_models(p, runs)
+        images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
+        rgb, label = pca_for_runs(runs, images, args.depth, resolve_device(args.device))
+        make_pca_figure(images, rgb, paths, label)
+        print("wrote", ", ".join(map(str, paths)))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ from featnorm.plotting.image_sources import load_images
 from featnorm.plotting.model_io import resolve_device
 from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
+    USER_ERRORS,
     add_device_option,
     add_figure_outputs,
     add_image_options,
     add_run_options,
+    fail,
     figure_paths,
     output_path,
     require_models,
@@ -33,19 +35,22 @@ def main(argv: list[str] | None = None) -> None:
     add_device_option(p)
     add_figure_outputs(p, extra="csv")
     args = p.parse_args(argv)
-    paths = figure_paths(p, args)
-    runs = load_runs(args.runs, args.names)
-    require_models(p, runs)
-    images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
-    energy = energy_for_runs(runs, images, resolve_device(args.device))
-    make_token_energy_figure(images, energy, paths)
-    written = list(paths)
-    csv = output_path(args, "csv", beside_figure=True)
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        energy_table(images, energy).to_csv(csv, index=False)
-        written.append(csv)
-    print("wrote", ", ".join(map(str, written)))
+    try:
+        paths = figure_paths(p, args)
+        runs = load_runs(args.runs, args.names)
+        require_models(p, runs)
+        images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
+        energy = energy_for_runs(runs, images, resolve_device(args.device))
+        make_token_energy_figure(images, energy, paths)
+        written = list(paths)
+        csv = output_path(args, "csv", beside_figure=True)
+        if csv is not None:
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            energy_table(images, energy).to_csv(csv, index=False)
+            written.append(csv)
+        print("wrote", ", ".join(map(str, written)))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

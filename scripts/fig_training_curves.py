@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import add_figure_outputs, add_run_options, figure_paths
+from featnorm.plotting.script_options import USER_ERRORS, add_figure_outputs, add_run_options, figure_paths, fail
 from featnorm.plotting.training_curves import make_training_curves
 
 
@@ -22,10 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--linear-loss", action="store_true", help="linear instead of logarithmic loss axis")
     add_figure_outputs(p)
     args = p.parse_args(argv)
-    paths = figure_paths(p, args)
-    runs = load_runs(args.runs, args.names)
-    make_training_curves(runs, paths, args.points, log_loss=not args.linear_loss)
-    print("wrote", ", ".join(map(str, paths)))
+    try:
+        paths = figure_paths(p, args)
+        runs = load_runs(args.runs, args.names)
+        make_training_curves(runs, paths, args.points, log_loss=not args.linear_loss)
+        print("wrote", ", ".join(map(str, paths)))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import add_run_options
+from featnorm.plotting.script_options import USER_ERRORS, add_run_options, fail
 from featnorm.plotting.summary_table import make_summary_table
 
 
@@ -25,12 +25,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--{ext}", metavar="PATH", help=f"{ext} path (overrides --out for it)")
     p.add_argument("--no-params", action="store_true", help="do not read model.pt files (no parameter counts)")
     args = p.parse_args(argv)
-    paths = {ext: getattr(args, ext) or (f"{args.out}.{ext}" if args.out else None) for ext in ("csv", "md", "tex")}
-    if not any(paths.values()):
-        p.error("give --out PREFIX or --csv/--md/--tex paths")
-    runs = load_runs(args.runs, args.names)
-    make_summary_table(runs, paths["csv"], paths["md"], paths["tex"], with_params=not args.no_params)
-    print("wrote", ", ".join(str(Path(v)) for v in paths.values() if v))
+    try:
+        paths = {ext: getattr(args, ext) or (f"{args.out}.{ext}" if args.out else None) for ext in ("csv", "md", "tex")}
+        if not any(paths.values()):
+            p.error("give --out PREFIX or --csv/--md/--tex paths")
+        runs = load_runs(args.runs, args.names)
+        make_summary_table(runs, paths["csv"], paths["md"], paths["tex"], with_params=not args.no_params)
+        print("wrote", ", ".join(str(Path(v)) for v in paths.values() if v))
+    except USER_ERRORS as e:
+        fail(p, e)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,18 @@ def test_figures_that_need_a_model_name_the_missing_file(results, tmp_path, caps
     assert "ijepa-abs/model.pt" in capsys.readouterr().err
 
 
+def test_user_errors_are_one_line_messages_not_tracebacks(results, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        script("fig_pca_features").main(["--runs", *run_dirs(results, "ijepa-tanh"), "--depth", "-9", "--device", "cpu",
+                                         "--image-dir", str(results / "my_images"), "--image-size", "64",
+                                         "--out", str(tmp_path / "p")])
+    assert "depth -9 does not exist in an encoder of 3 blocks" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        script("fig_token_energy").main(["--runs", *run_dirs(results, "ijepa-tanh"), "--shards", str(tmp_path / "nowhere"),
+                                         "--out", str(tmp_path / "e")])
+    assert "nowhere" in str(e.value.code)
+
+
 def test_fig_training_curves_and_linear_probe_depth_tolerate_missing_results(results, tmp_path):
     runs = run_dirs(results, "ijepa-tanh", "ijepa-ln", "ijepa-abs")
     script("fig_training_curves").main(["--runs", *runs, "--out", str(tmp_path / "curves")])

@@ -19,11 +19,12 @@ from featnorm.data.patchify import patchify as patchify_image
 from featnorm.data.patchify import pixels_to_unit
 from featnorm.data.resize import center_crop_resize
 from featnorm.data.shards import ShardError, iter_samples, resolve_shards
+from featnorm.plotting.run_results import FigureInputError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-class ImageSourceError(ValueError):
+class ImageSourceError(FigureInputError):
     """No usable images where the user pointed; the message names the path."""
 
 

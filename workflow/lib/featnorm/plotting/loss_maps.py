@@ -31,7 +31,7 @@ from featnorm.data.packing import segment_lengths
 from featnorm.data.windows import context_window_range, window_token_index
 from featnorm.plotting.image_sources import SourceImage, patchify
 from featnorm.plotting.model_io import autocast_for, load_ijepa
-from featnorm.plotting.run_results import RunResults
+from featnorm.plotting.run_results import FigureInputError, RunResults
 from featnorm.plotting.style import plt, save_figure, setup_style
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
 
@@ -263,7 +263,7 @@ def loss_maps_for_runs(
         for i, img in enumerate(tqdm(images, desc=f"loss maps {run.name}", disable=not progress)):
             h, w = img.pixels.shape[:2]
             if h % unit or w % unit:
-                raise ValueError(f"images of {h}x{w} pixels do not split into {unit} px windows "
+                raise FigureInputError(f"images of {h}x{w} pixels do not split into {unit} px windows "
                                  f"(patch_size x window_size of run {run.name}); choose --image-size as a multiple of {unit}")
             if i == 0:
                 layout = mask_layout(cfg, h // cfg.model.patch_size, w // cfg.model.patch_size)

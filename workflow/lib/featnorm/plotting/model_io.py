@@ -18,6 +18,7 @@ from featnorm.config import RunConfig
 from featnorm.data.eval_pipeline import eval_token_ids
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpoint_dict, run_config_of
 from featnorm.plotting.image_sources import patchify
+from featnorm.plotting.run_results import FigureInputError
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
 
 
@@ -127,7 +128,9 @@ def teacher_features(
         else:
             _, hiddens = encoder(pixels, ids, return_all_depths=True)
             if not -hiddens.shape[0] <= depth < hiddens.shape[0]:
-                raise ValueError(f"depth {depth} is out of range for an encoder with {hiddens.shape[0]} depths (0..{hiddens.shape[0] - 1})")
+                raise FigureInputError(
+                    f"depth {depth} does not exist in an encoder of {hiddens.shape[0] - 1} blocks: use 0..{hiddens.shape[0] - 1} "
+                    f"(0 = patch embedding) or -1..-{hiddens.shape[0]} (from the end)")
             feats = hiddens[depth]
     feats = feats.float()[0]
     keep = is_patch(ids[0])

@@ -24,7 +24,12 @@ import pandas as pd
 import yaml
 
 
-class RunResultsError(ValueError):
+class FigureInputError(ValueError):
+    """Input a user can get wrong (a path, a run, an option); the message says which and why.
+    Scripts print it as one line instead of a traceback."""
+
+
+class RunResultsError(FigureInputError):
     """A run directory or one of its files cannot be read; the message names the path."""
 
 

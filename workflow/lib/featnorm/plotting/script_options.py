@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featnorm.plotting.run_results import RunResults
+from featnorm.evaluation.checkpoint_loading import CheckpointError
+from featnorm.plotting.run_results import FigureInputError, RunResults
+
+# errors that are the user's input, not bugs: scripts report them in one line
+USER_ERRORS = (FigureInputError, CheckpointError)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -71,3 +75,8 @@ def require_models(p: argparse.ArgumentParser, runs: list[RunResults]) -> None:
     missing = [str(r.model_path) for r in runs if not r.has_model]
     if missing:
         p.error(f"this figure needs each run's model.pt; missing: {', '.join(missing)}")
+
+
+def fail(p: argparse.ArgumentParser, error: Exception) -> None:
+    """Exit with one line naming the script and the problem (exit status 1)."""
+    raise SystemExit(f"{p.prog}: error: {error}")
