@@ -15,5 +15,7 @@ wraps (`scripts/fig_*.py`, `scripts/table_summary.py`):
 
 Shared helpers: `run_results.py` (reading a run directory), `image_sources.py` (images from
 validation shards or a folder), `model_io.py` (the model of a run and its per-image forward
-passes), `style.py` (matplotlib/seaborn setup and saving).
+passes), `style.py` (matplotlib/seaborn setup and saving), `script_options.py` (the options
+every script spells the same way), `synthetic_runs.py` (generated run directories for tests
+and previews).
 """

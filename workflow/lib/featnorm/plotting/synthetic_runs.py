@@ -88,7 +88,7 @@ def write_run(
         }))
     if "depth_probe" in evals:
         (run_dir / "eval" / "depth_probe.json").write_text(json.dumps(
-            {"rmse": float(0.6 + 0.1 * rng.random()), "abs_rel": 0.2, "delta1": 0.7}))
+            {"rmse": float(0.6 + 0.1 * rng.random()), "absrel": 0.2, "delta1": 0.7}))
     if "lidar" in evals:
         (run_dir / "eval" / "lidar.json").write_text(json.dumps(
             {"lidar": float(10 + rng.random()), "rankme": float(20 + rng.random())}))
