@@ -81,7 +81,8 @@ def mask_layout(cfg: RunConfig, gh: int, gw: int) -> MaskLayout:
 
 def draw_mask_rows(pixels: torch.Tensor, layout: MaskLayout, num: int, rng: np.random.Generator) -> PackedBatch:
     """`num` rows, each the image of `pixels (gh * gw, patch_dim)` (row-major patches) under its
-    own random split: [registers][context windows][pad] | [target windows][pad]."""
+    own random split: [registers][context windows][pad] | [target windows][pad]. The batch is
+    on the device of `pixels`."""
     ws, w2 = layout.window_size, layout.window_size**2
     T = layout.num_windows
     tok = torch.from_numpy(window_token_index(layout.gh, layout.gw, ws).astype(np.int64))  # (T, w2)
@@ -112,8 +113,10 @@ def draw_mask_rows(pixels: torch.Tensor, layout: MaskLayout, num: int, rng: np.r
     if layout.num_registers:
         ids[:, : layout.num_registers, SAMPLE] = 0
         ids[:, : layout.num_registers, REGISTER] = torch.arange(layout.num_registers)
+    # gather where the image lives (the device): only the small id tensors cross over
+    safe, real = safe.to(pixels.device), real.to(pixels.device)
     pix = pixels[safe] * real[..., None].to(pixels.dtype)
-    return PackedBatch(pix, ids, layout.context_length)
+    return PackedBatch(pix, ids.to(pixels.device), layout.context_length)
 
 
 def accumulate_token_losses(
@@ -151,6 +154,7 @@ def compute_loss_map(
     the same seed gives the same masks for every run, so runs are compared on equal masks)."""
     device = torch.device(device)
     pixels, _, _ = patchify(image, cfg.model.patch_size)
+    pixels = pixels.to(device)
     gh, gw = image.shape[0] // cfg.model.patch_size, image.shape[1] // cfg.model.patch_size
     layout = mask_layout(cfg, gh, gw)
     rng = np.random.default_rng(seed)
@@ -161,7 +165,7 @@ def compute_loss_map(
     done = 0
     while done < num_masks:
         b = min(batch_size, num_masks - done)
-        batch = draw_mask_rows(pixels, layout, b, rng).to(device)
+        batch = draw_mask_rows(pixels, layout, b, rng)
         with autocast_for(device):
             out = model(batch, predict_all_targets=True)
         losses = accumulate_token_losses(out.token_losses.float().cpu(), batch.target_ids.cpu(), gw, sums, counts)
