@@ -50,6 +50,8 @@ def _check_pack(pack, spec, images):
     assert (ids[pad] == PAD_ID).all()
     assert (pack.pixels[pad.numpy()] == 0).all()
     assert not pad.all(dim=1).any(), "no all-padding rows"
+    not_patch = pad | (ids[..., REGISTER] != PAD_ID)
+    assert (pix[not_patch] == 0).all() and pix.abs().max() <= 1.0, "float pixels: 0 on padding/registers, within [-1, 1]"
     seen = {}
     for sid, key in enumerate(pack.keys):
         m = ids[..., SAMPLE] == sid

@@ -36,7 +36,6 @@ import torch
 
 from ..batch import PackedBatch
 from ..tokens import COL, NUM_IDS, PAD_ID, REGISTER, ROW, SAMPLE
-from .patchify import pixels_to_unit
 from .windows import window_token_index
 
 
@@ -303,9 +302,33 @@ def packs_to_batch(packs: list[Pack] | list[dict]) -> PackedBatch:
         pix.append(torch.as_tensor(d["pixels"]))
         ids.append(t)
         ctx_len = int(d["context_length"])
-    pixels = pixels_to_unit(torch.cat(pix) if len(pix) > 1 else pix[0])
     token_ids = torch.cat(ids) if len(ids) > 1 else ids[0]
+    pixels = to_unit_pixels(torch.cat(pix) if len(pix) > 1 else pix[0], token_ids)
     return PackedBatch(pixels, token_ids, ctx_len)
+
+
+# just below 1/127.5 so that 255 maps to <= 1.0 in float32 (1/127.5 gives 1.0000001)
+_SCALE = np.nextafter(np.float32(1 / 127.5), np.float32(0))
+
+
+def to_unit_pixels(pixels: torch.Tensor, token_ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 `(B, L, D)` -> float32 in [-1, 1], with 0 on padding and register tokens
+    (PackedBatch's convention). Works on any device, e.g. on the GPU for batches loaded
+    with `TrainLoader(pixels="uint8")`; on the CPU it uses numpy, ~5x faster than torch's
+    mixed-dtype kernels here."""
+    not_patch = (token_ids[..., SAMPLE] == PAD_ID) | (token_ids[..., REGISTER] != PAD_ID)
+    if pixels.device.type == "cpu":
+        if out is None:
+            out = torch.empty(pixels.shape, dtype=torch.float32)
+        o = out.numpy()
+        np.multiply(pixels.numpy(), _SCALE, out=o, dtype=np.float32)
+        np.subtract(o, np.float32(1.0), out=o)
+        o[not_patch.numpy()] = 0.0
+        return out
+    out = torch.mul(pixels, float(_SCALE), out=out) if out is not None else pixels.to(torch.float32).mul_(float(_SCALE))
+    out.sub_(1.0)
+    out[not_patch] = 0.0
+    return out
 
 
 def pack_to_dict(p: Pack) -> dict:

@@ -34,6 +34,7 @@ multi-GPU: ranks may get different batch counts per epoch; stop all ranks at the
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -44,8 +45,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..batch import PackedBatch
 from ..config import RunConfig
 from ..tokens import PAD_ID, SAMPLE
-from .packing import PackItem, Packer, segment_lengths
-from .patchify import patchify, pixels_to_unit
+from .packing import PackItem, Packer, segment_lengths, to_unit_pixels
+from .patchify import patchify
 from .resize import decode_resized, keep_image, open_image, random_resize_shape
 from .shards import BadInputLog, iter_samples, manifest_num_samples, resolve_shards
 from .windows import context_window_range
@@ -317,47 +318,60 @@ class TrainLoader:
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[PackedBatch]:
         """The batches of one epoch, the first `skip` dropped (not converted to float)."""
-        pix: list = []
-        ids: list = []
+        pending: deque = deque()  # [pixels (n, L, D) uint8, ids (n, L, 4)] with batch-wide sample ids
         rows = 0
         offset = 0
         b = 0
-
-        def take(n: int):
-            nonlocal pix, ids, rows
-            p, t = np.concatenate(pix), np.concatenate(ids)
-            pix, ids = [p[n:]], [t[n:]]
-            rows -= n
-            return p[:n], t[:n]
-
-        def emit(p, t):
-            t = torch.from_numpy(np.ascontiguousarray(t))
-            s = t[..., SAMPLE]
-            real = s != PAD_ID
-            _, inv = torch.unique(s[real], return_inverse=True)
-            s[real] = inv
-            pt = torch.from_numpy(np.ascontiguousarray(p))
-            return PackedBatch(pixels_to_unit(pt) if self.pixels == "float" else pt, t, lc)
-
         lc = self.spec.segments[0]
+
+        def make(n: int, keep: bool) -> PackedBatch | None:
+            nonlocal rows
+            p0, t0 = pending[0]
+            ids = np.empty((n,) + t0.shape[1:], dtype=np.int64) if keep else None
+            pix = torch.empty((n,) + p0.shape[1:], dtype=torch.float32 if self.pixels == "float" else torch.uint8) if keep else None
+            r = 0
+            while r < n:
+                p, t = pending[0]
+                k = min(n - r, len(p))
+                if keep:
+                    ids[r : r + k] = t[:k]
+                    src = torch.from_numpy(p[:k])
+                    if self.pixels == "float":
+                        to_unit_pixels(src, torch.from_numpy(t[:k]), out=pix[r : r + k])
+                    else:
+                        pix[r : r + k] = src
+                if k == len(p):
+                    pending.popleft()
+                else:
+                    pending[0] = [p[k:], t[k:]]
+                r += k
+            rows -= n
+            if not keep:
+                return None
+            s = ids[..., SAMPLE]
+            real = s != PAD_ID
+            lo = int(s[real].min())
+            present = np.zeros(int(s[real].max()) - lo + 1, dtype=bool)
+            present[s[real] - lo] = True
+            s[real] = (np.cumsum(present) - 1)[s[real] - lo]  # renumber to 0..n-1
+            return PackedBatch(pix, torch.from_numpy(ids), lc)
+
         for d in self.packs(epoch):
-            t = d["token_ids"]
-            t = np.array(t, copy=True) if not isinstance(t, np.ndarray) else t.copy()
+            t = np.array(d["token_ids"], dtype=np.int64, copy=True)
             s = t[..., SAMPLE]
             s[s != PAD_ID] += offset
             offset += int(d["num_images"])
-            pix.append(np.asarray(d["pixels"]))
-            ids.append(t)
+            pending.append([np.asarray(d["pixels"]), t])
             rows += t.shape[0]
             while rows >= self.batch_size:
-                p, t2 = take(self.batch_size)
-                if b >= skip:
-                    yield emit(p, t2)
+                batch = make(self.batch_size, keep=b >= skip)
+                if batch is not None:
+                    yield batch
                 b += 1
         if rows and not self.drop_last:
-            p, t2 = take(rows)
-            if b >= skip:
-                yield emit(p, t2)
+            batch = make(rows, keep=b >= skip)
+            if batch is not None:
+                yield batch
 
     def __iter__(self) -> Iterator[PackedBatch]:
         while True:
