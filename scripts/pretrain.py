@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from featnorm.config import ConfigError, config_hash, load_run_config
-from featnorm.train.checkpoint import ConfigMismatchError
-from featnorm.train.trainer import NonFiniteLossError, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
+
+from featnorm.config import ConfigError, config_hash, load_run_config  # noqa: E402
+from featnorm.train.checkpoint import ConfigMismatchError  # noqa: E402
+from featnorm.train.trainer import NonFiniteLossError, Trainer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -133,7 +133,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = IJEPA(cfg.model).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, t.weight_decay), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay
+            param_groups(self.model, t.weight_decay), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay,
+            fused=True,  # one kernel for all parameters, on the CPU as on CUDA
         )
         self.window_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.forward = torch.compile(self.model) if t.compile else self.model

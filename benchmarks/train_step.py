@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Throughput of full training steps on the CPU: forward, backward, AdamW, EMA (issue 4).
+
+For three models - (a) the comparison config of issue 4, (b) the demo model, (c) the paper's
+ViT-S at a small batch - and two batch layouts - packed rows (several images per row, the
+data pipeline's packer) and one image per row padded to the batch's longest context and
+target - it measures images/s and real tokens/s of `Trainer.train_step` on preloaded
+batches (float32, torch.set_num_threads(2)), plus the peak resident memory of the process.
+Each (model, layout) pair runs in a fresh subprocess so peak memory is its own.
+
+    python benchmarks/train_step.py [--out benchmarks/out/train_step.json] [--steps N]
+
+Images are synthetic (random pixels; speed does not depend on content) with sides drawn
+uniformly in [min_side, 2 x max_side] and aspect 0.5-2, resized, split and packed by
+featnorm.data exactly as in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODELS = {
+    # (a) issue 4's comparison config: the reference does ~200 images/s (6,800 real tokens/s) here.
+    "comparison": {
+        "model": {
+            "patch_size": 16, "window_size": 2,
+            "encoder": {"dim": 192, "depth": 4, "num_heads": 3, "qk_norm": "layernorm", "block_norm": "dyntanh",
+                        "out_norm": "dyntanh", "out_norm_affine": False, "pos_embed": "rope"},
+            "predictor": {"dim": 128, "depth": 2, "num_heads": 2, "out_norm": "layernorm"},
+            "objective": {"batch_repeat": 4, "context_capacity": 0.25, "target_capacity": 0.25, "target_norm": "disabled"},
+        },
+        "data": {"min_side": 64, "max_side": 128, "max_context_tokens": 32, "max_target_tokens": 48},
+        "train": {"batch_size": 16},
+    },
+    # (b) the demo model (config/demo.yaml's model when that file exists; see --demo-config).
+    "demo": {
+        "model": {
+            "encoder": {"dim": 128, "depth": 4, "num_heads": 2},
+            "predictor": {"dim": 64, "depth": 2, "num_heads": 1},
+        },
+        "data": {"min_side": 64, "max_side": 64, "max_context_tokens": 8, "max_target_tokens": 12},
+        "train": {"batch_size": 32},
+    },
+    # (c) the paper's ViT-S (RunConfig defaults) at a small batch.
+    "paper_vits": {
+        "model": {},
+        "data": {},
+        "train": {"batch_size": 4},
+    },
+}
+
+
+def make_items(cfg, n: int, seed: int):
+    from featnorm.data.packing import PackItem
+    from featnorm.data.resize import random_resize_shape
+    from featnorm.data.windows import context_window_range
+
+    rng = np.random.default_rng(seed)
+    m, d = cfg.model, cfg.data
+    unit = m.patch_size * m.window_size
+    w2 = m.window_size**2
+    items = []
+    while len(items) < n:
+        mean = rng.uniform(d.min_side, 2 * d.max_side)
+        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        h0, w0 = mean * 2 / (1 + aspect), mean * 2 * aspect / (1 + aspect)
+        h, w = random_resize_shape(int(h0), int(w0), rng, d.min_side, d.max_side, unit)
+        gh, gw = h // m.patch_size, w // m.patch_size
+        nw = (gh // m.window_size) * (gw // m.window_size)
+        try:
+            lo, hi = context_window_range(nw, d.context_ratio_min, d.context_ratio_max,
+                                          d.max_context_tokens // w2, d.max_target_tokens // w2)
+        except ValueError:
+            continue  # cannot fit the segments (as the pipeline would skip it)
+        patches = rng.integers(0, 256, (gh * gw, m.patch_dim), dtype=np.uint8)
+        items.append(PackItem(patches, gh, gw, rng.permutation(nw), lo, hi, int(rng.integers(lo, hi + 1)), key=len(items)))
+    return items
+
+
+def packed_batches(cfg, items):
+    from featnorm.data.packing import Packer, packs_to_batch, segment_lengths
+
+    lc, lt = segment_lengths(cfg.data.max_context_tokens, cfg.data.max_target_tokens, cfg.model.window_size,
+                             cfg.model.encoder.num_registers)
+    packer = Packer(cfg.train.batch_size, lc, lt, cfg.model.window_size, cfg.model.patch_dim, cfg.model.encoder.num_registers)
+    out = []
+    for it in items:
+        packer.add(it)
+        if packer.ready():
+            out.append(packs_to_batch([packer.pack()]))
+    return out
+
+
+def padded_batches(cfg, items):
+    """One image per row; each segment padded to the longest in the batch."""
+    from featnorm.data.packing import Packer, packs_to_batch
+
+    w2 = cfg.model.window_size**2
+    rows = cfg.train.batch_size
+    out = []
+    for start in range(0, len(items) - rows + 1, rows):
+        chunk = items[start : start + rows]
+        lc = max(it.drawn for it in chunk) * w2
+        lt = max(it.num_windows - it.drawn for it in chunk) * w2
+        packs = []
+        for it in chunk:  # a one-row pack per image with the batch's segment lengths
+            it = _fixed(it)
+            p = Packer(1, lc, lt, cfg.model.window_size, cfg.model.patch_dim, lookahead=1)
+            p.add(it)
+            pack = p.pack()
+            assert pack.num_images == 1
+            packs.append(pack)
+        out.append(packs_to_batch(packs))
+    return out
+
+
+def _fixed(item):
+    from dataclasses import replace
+
+    return replace(item, lo=item.drawn, hi=item.drawn, age=0)
+
+
+def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | None) -> dict:
+    from featnorm.config import load_run_config, run_config_from_dict, to_dict
+    from featnorm.train.trainer import Trainer, TrainData
+    from featnorm.tokens import is_padding
+
+    torch.set_num_threads(2)
+    spec = dict(MODELS[name])
+    if name == "demo" and demo_config and Path(demo_config).is_file():
+        demo = to_dict(load_run_config(demo_config))
+        spec = {"model": demo["model"], "data": demo["data"], "train": {"batch_size": demo["train"]["batch_size"]}}
+    cfg = run_config_from_dict({**spec, "train": {**spec["train"], "steps": 1, "lidar_every": 0}})
+    items = make_items(cfg, 64 * cfg.train.batch_size, seed=0)
+    batches = (packed_batches if layout == "packed" else padded_batches)(cfg, items)
+    need = warmup + steps
+    batches = (batches * (need // max(len(batches), 1) + 1))[:need]
+    data = TrainData(lambda e, s: iter(()), num_images=None)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(cfg, data, tmp, tmp, device="cpu", progress=False)
+        for b in batches[:warmup]:
+            tr.train_step(b)
+        imgs = toks = slots = 0
+        t0 = time.perf_counter()
+        for b in batches[warmup:]:
+            tr.train_step(b)
+            real = ~is_padding(b.token_ids)
+            imgs += int(torch.unique(b.token_ids[..., 0][real]).numel())
+            toks += int(real.sum())
+            slots += real.numel()
+        dt = time.perf_counter() - t0
+    return {
+        "model": name, "layout": layout, "steps": steps, "rows_per_step": cfg.train.batch_size,
+        "seq_len_mean": slots / steps / cfg.train.batch_size,
+        "images_per_step": imgs / steps, "images_per_s": imgs / dt, "real_tokens_per_s": toks / dt,
+        "slot_efficiency": toks / slots, "seconds_per_step": dt / steps,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parameters": sum(p.numel() for p in tr.model.parameters()),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/out/train_step.json")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--layouts", nargs="*", default=["packed", "padded"], choices=["packed", "padded"])
+    p.add_argument("--demo-config", default="config/demo.yaml", help="run YAML of the demo model, if present")
+    p.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.warmup, args.demo_config)))
+        return
+    results = []
+    for name in args.models:
+        for layout in args.layouts:
+            steps = max(2, args.steps // 3) if name == "paper_vits" else args.steps
+            cmd = [sys.executable, __file__, "--one", name, layout, "--steps", str(steps), "--warmup", str(args.warmup),
+                   "--demo-config", args.demo_config]
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout.strip().splitlines()[-1])
+            print(f"{name:11s} {layout:6s} {r['images_per_s']:8.1f} img/s {r['real_tokens_per_s']:9.0f} tok/s "
+                  f"peak {r['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+            results.append(r)
+    speedup = {}
+    for name in args.models:
+        by = {r["layout"]: r for r in results if r["model"] == name}
+        if {"packed", "padded"} <= set(by):
+            speedup[name] = by["packed"]["images_per_s"] / by["padded"]["images_per_s"]
+    out = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": 2, "torch": torch.__version__},
+        "precision": "float32", "goal_comparison_images_per_s": 300, "reference_comparison_images_per_s": 200,
+        "results": results, "packing_speedup_images_per_s": speedup,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
