@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
@@ -63,8 +64,11 @@ def make_natural_shards(out: Path, n: int, seed: int = 0) -> None:
 
 
 def throughput(shards: Path, workers: int, epochs: int, batch_size: int) -> dict:
+    torch.set_num_threads(1)
     loader = TrainLoader(shards, PAPER, batch_size=batch_size, seed=0, num_workers=workers)
     t = time.perf_counter()
+    c = time.process_time()
+    load = os.getloadavg()[0]
     n = 0
     effs = []
     for e in range(epochs):
@@ -73,8 +77,14 @@ def throughput(shards: Path, workers: int, epochs: int, batch_size: int) -> dict
             if b.pixels.shape[0] == batch_size:
                 effs.append(packing_efficiency(b.token_ids, b.context_length))
     dt = time.perf_counter() - t
+    cpu = time.process_time() - c
     eff = np.array(effs).mean(0).tolist() if effs else [None, None]
+    # On a shared machine wall-clock rates depend on the other load; with 0 workers the
+    # main process's CPU time is the whole cost, so images per CPU-second is the
+    # load-independent figure (single core).
     return {"workers": workers, "images": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1),
+            "main_process_cpu_s": round(cpu, 2), "images_per_main_cpu_s": round(n / cpu, 1),
+            "load_average_before": round(load, 2),
             "efficiency_full_batches": {"context": eff[0], "target": eff[1]}}
 
 

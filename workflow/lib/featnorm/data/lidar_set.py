@@ -44,7 +44,9 @@ class LidarSet:
                 if data is None:
                     continue
                 try:
-                    w, h = open_image(data).size
+                    img = open_image(data)
+                    w, h = img.size
+                    img.load()  # a damaged body would otherwise fail later, inside batches()
                 except Exception as e:
                     self.bad_inputs.add(sample["__shard__"], sample["__key__"], f"undecodable image ({e})")
                     continue
