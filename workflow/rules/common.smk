@@ -85,10 +85,10 @@ RUN_HASH = {name: run_hash(RUNS[name]) for name in ENABLED_RUNS}
 COMPARE = FIGS.get("compare") or ENABLED_RUNS[:2]
 for _name in COMPARE:
     if _name not in ENABLED_RUNS:
+        _why = "disabled" if _name in RUNS else "not in `runs`"
         raise WorkflowError(
-            f"{CONFIG_SOURCE}: figures.compare names run `{_name}`, which is "
-            + ("disabled" if _name in RUNS else "not in `runs`")
-            + f"; enabled runs: {', '.join(ENABLED_RUNS)}"
+            f"{CONFIG_SOURCE}: figures.compare names run `{_name}`, which is {_why}; "
+            f"enabled runs: {', '.join(ENABLED_RUNS)}"
         )
 
 
@@ -119,12 +119,11 @@ def _package_without(*excluded):
     return [f"{_PKG}/{p}" for p in _PKG_PARTS if p not in excluded]
 
 
+_DATA = [f"{_PKG}/data", f"{_PKG}/tokens.py", f"{_PKG}/batch.py", f"{_PKG}/config.py"]
 CODE = {
-    "data": source_hash(
-        REPO,
-        [f"{_PKG}/data", f"{_PKG}/tokens.py", f"{_PKG}/batch.py", f"{_PKG}/config.py"]
-        + ["scripts/make_demo_data.py", "scripts/download.py", "scripts/pack_shards.py"],
-    ),
+    "demo_data": source_hash(REPO, _DATA + ["scripts/make_demo_data.py"]),
+    "download": source_hash(REPO, _DATA + ["scripts/download.py"]),
+    "pack_shards": source_hash(REPO, _DATA + ["scripts/pack_shards.py"]),
     "train": source_hash(
         REPO, _package_without("evaluation", "plotting", "workflow") + ["scripts/pretrain.py"]
     ),
@@ -162,10 +161,132 @@ ENV = "../../envs/featnorm.yaml"
 
 def log_of(rule_name, *wildcards):
     """logs/<rule>/<wildcards>.log and benchmarks/<rule>/<wildcards>.tsv under the results."""
-    stem = "/".join(["{" + w + "}" for w in wildcards]) or "all"
+    stem = os.path.join(*[f"{{{w}}}" for w in wildcards]) if wildcards else "all"
     return f"{LOGS}/{rule_name}/{stem}.log"
 
 
 def bench_of(rule_name, *wildcards):
-    stem = "/".join(["{" + w + "}" for w in wildcards]) or "all"
+    stem = os.path.join(*[f"{{{w}}}" for w in wildcards]) if wildcards else "all"
     return f"{BENCHMARKS}/{rule_name}/{stem}.tsv"
+
+
+# ----------------------------------------------------------------------------- data (data.smk)
+# datasets.<name>.source: demo | hf-shards | imagefolder | nyu-mat | shards
+
+KEYS = {"imagenet": "cls,jpg", "nyu": "depth.npy,jpg"}
+# Split names of the published shards (SPEC section 2); ours are train / val.
+HF_SPLIT = {"imagenet": {"train": "train", "val": "validation"}, "nyu": {"train": "train", "val": "val"}}
+
+
+def _source(dataset):
+    return DATASETS[dataset]["source"]
+
+
+def _demo_sizes(dataset):
+    return " ".join(f"--{k} {DATASETS[dataset][k]}" for k in ("train", "val") if k in DATASETS[dataset])
+
+
+def _pack_source(wc):
+    source = _source(wc.dataset)
+    if source == "demo":
+        return "imagefolder" if wc.dataset == "imagenet" else "nyu-mat"
+    if source in ("hf-shards", "shards"):
+        return "webdataset"
+    return source  # imagefolder, nyu-mat
+
+
+def _demo_raw(dataset):
+    return f"{RESULTS}/raw/demo_imagenet" if dataset == "imagenet" else f"{RESULTS}/raw/demo_nyu.mat"
+
+
+def _pack_input_path(wc):
+    """What pack_shards.py reads (a path; may lie inside a declared folder)."""
+    source, ds = _source(wc.dataset), DATASETS[wc.dataset]
+    if source == "demo":
+        return f"{_demo_raw(wc.dataset)}/{wc.split}" if wc.dataset == "imagenet" else _demo_raw("nyu")
+    if source == "hf-shards":
+        return f"{DOWNLOADS}/{wc.dataset}/{wc.split}"
+    if source == "nyu-mat":
+        return ds["path"]
+    return f"{ds['path'].rstrip('/')}/{wc.split}"  # imagefolder, shards
+
+
+def _pack_options(wc):
+    """Source-specific options of pack_shards.py."""
+    source = _pack_source(wc)
+    if source == "webdataset":
+        return f"--keys {KEYS[wc.dataset]}"
+    options = []
+    if DATASETS[wc.dataset].get("shard_bytes"):
+        options.append(f"--shard-bytes {DATASETS[wc.dataset]['shard_bytes']}")
+    if source == "nyu-mat" and DATASETS[wc.dataset].get("split_file"):
+        options.append(f"--split-file {shlex.quote(DATASETS[wc.dataset]['split_file'])}")
+    if source == "imagefolder" and wc.split != "train":
+        # the class index of every split comes from the training split's folders
+        options.append(f"--classes {shard_dir(wc.dataset, 'train')}/classes.json")
+    return " ".join(options)
+
+
+def _pack_inputs(wc):
+    """The declared inputs: the step that makes the raw data, or the user's own path."""
+    source = _source(wc.dataset)
+    if source == "demo":
+        inputs = [_demo_raw(wc.dataset)]
+        if wc.dataset == "imagenet" and wc.split != "train":
+            inputs.append(manifest(wc.dataset, "train"))
+        return inputs
+    if source == "hf-shards":
+        return [f"{DOWNLOADS}/{wc.dataset}/{wc.split}/provenance.json"]
+    inputs = [_pack_input_path(wc)]
+    if source == "imagefolder" and wc.split != "train":
+        inputs.append(manifest(wc.dataset, "train"))
+    return inputs
+
+
+# ----------------------------------------------------------------------------- figures (figures.smk)
+
+FIGURES_DIR = f"{PAPER}/figures"
+TABLES_DIR = f"{PAPER}/tables"
+NUM_IMAGES = FIGS.get("images", 8)
+# Images of the per-image figures: validation shards, or a folder of your own images.
+if FIGS.get("image_dir"):
+    IMAGE_SOURCE = f"--image-dir {shlex.quote(FIGS['image_dir'])}"
+    IMAGE_INPUT = [FIGS["image_dir"]]
+else:
+    IMAGE_SOURCE = f"--shards {shard_dir('imagenet', 'val')}"
+    IMAGE_INPUT = [manifest("imagenet", "val")]
+DEVICE_RULE_THREADS = 4
+
+
+def figure(name):
+    """{png, pdf} of one figure; the PNG goes into the report."""
+    return {
+        "png": report(
+            f"{FIGURES_DIR}/{name}.png", category="Figures", caption=f"../report/{name}.rst"
+        ),
+        "pdf": f"{FIGURES_DIR}/{name}.pdf",
+    }
+
+
+def runs_args(runs):
+    """--runs DIR... --names NAME... for a figure script."""
+    dirs = " ".join(run_dir(r) for r in runs)
+    return f"--runs {dirs} --names {' '.join(runs)}"
+
+
+FIGURE_NAMES = [
+    "loss_maps",
+    "pca_features",
+    "token_loss_distribution",
+    "token_energy",
+    "training_curves",
+    "linear_probe_depth",
+]
+TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
+FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+EVAL_FILES = [
+    f"{RUNS_DIR}/{run}/eval/{f}"
+    for run in ENABLED_RUNS
+    for f in ("linear_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
+]
+ALL_TARGETS = FIGURE_FILES + TABLE_FILES + EVAL_FILES

@@ -30,7 +30,7 @@ rule extract_features:
         # stale cache: complete (the job reruns because something changed) or older than the model
         "if [ -f {params.out}/manifest.json ] && {{ grep -q '\"complete\": true' {params.out}/manifest.json "
         "|| [ {input.model} -nt {params.out}/manifest.json ]; }}; then rm -rf {params.out}; fi; "
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step extract_features "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
         "--provenance {output} -- "
         "python scripts/extract_features.py --model {input.model} --shards {params.shards} "
         "--out {params.out} --threads {threads} --no-progress >> {log} 2>&1"
@@ -44,6 +44,7 @@ rule linear_probe:
     output:
         f"{RUNS_DIR}/{{run}}/eval/linear_probe.json",
     params:
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/linear_probe.json",
         train=lambda wc: f"{FEATURES}/{wc.run}/train",
         val=lambda wc: f"{FEATURES}/{wc.run}/val",
         epochs=EVAL.get("linear_probe", {}).get("epochs", 50),
@@ -60,8 +61,8 @@ rule linear_probe:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step linear_probe "
-        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/linear_probe.json -- "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step linear_probe "
+        "--provenance {params.provenance} -- "
         "python scripts/linear_probe.py --train-features {params.train} --val-features {params.val} "
         "--out {output} --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} "
         "--threads {threads} --no-progress > {log} 2>&1"
@@ -82,8 +83,9 @@ rule depth_probe:
             caption="../report/depth_strips.rst",
         ),
     params:
-        train=shard_dir("nyu", "train"),
-        val=shard_dir("nyu", "val"),
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/depth_probe.json",
+        train=lambda wc, input: os.path.dirname(input.train),
+        val=lambda wc, input: os.path.dirname(input.val),
         epochs=EVAL.get("depth_probe", {}).get("epochs", 10),
         lr=EVAL.get("depth_probe", {}).get("lr", 5e-4),
         code=CODE["evaluate"],
@@ -97,8 +99,8 @@ rule depth_probe:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step depth_probe "
-        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/depth_probe.json -- "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step depth_probe "
+        "--provenance {params.provenance} -- "
         "python scripts/depth_probe.py --model {input.model} --train-shards {params.train} "
         "--val-shards {params.val} --out {output.json} --strips {output.strips} "
         "--epochs {params.epochs} --lr {params.lr} --threads {threads} --no-progress > {log} 2>&1"
@@ -112,7 +114,8 @@ rule lidar:
     output:
         f"{RUNS_DIR}/{{run}}/eval/lidar.json",
     params:
-        shards=shard_dir("imagenet", "train"),
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/lidar.json",
+        shards=lambda wc, input: os.path.dirname(input.shards),
         images=EVAL.get("lidar", {}).get("images", 1000),
         augmentations=EVAL.get("lidar", {}).get("augmentations", 50),
         code=CODE["evaluate"],
@@ -126,8 +129,8 @@ rule lidar:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step lidar "
-        "--provenance {RUNS_DIR}/{wildcards.run}/provenance/lidar.json -- "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step lidar "
+        "--provenance {params.provenance} -- "
         "python scripts/lidar.py --model {input.model} --shards {params.shards} --out {output} "
         "--num-images {params.images} --num-augmentations {params.augmentations} "
         "--threads {threads} --no-progress > {log} 2>&1"

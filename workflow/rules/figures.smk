@@ -2,52 +2,6 @@
 # Every figure is PNG + PDF; the summary table is CSV + Markdown + LaTeX. Each is a target of
 # its own, e.g. `snakemake results/paper/figures/loss_maps.png` or `snakemake fig_loss_maps`.
 
-FIGURES_DIR = f"{PAPER}/figures"
-TABLES_DIR = f"{PAPER}/tables"
-NUM_IMAGES = FIGS.get("images", 8)
-# Images of the per-image figures: validation shards, or a folder of your own images.
-if FIGS.get("image_dir"):
-    IMAGE_SOURCE = "--image-dir " + shlex.quote(FIGS["image_dir"])
-    IMAGE_INPUT = [FIGS["image_dir"]]
-else:
-    IMAGE_SOURCE = "--shards " + shard_dir("imagenet", "val")
-    IMAGE_INPUT = [manifest("imagenet", "val")]
-DEVICE_RULE_THREADS = 4
-
-
-def figure(name):
-    """{png, pdf} of one figure; the PNG goes into the report."""
-    return {
-        "png": report(
-            f"{FIGURES_DIR}/{name}.png", category="Figures", caption=f"../report/{name}.rst"
-        ),
-        "pdf": f"{FIGURES_DIR}/{name}.pdf",
-    }
-
-
-def runs_args(runs):
-    """--runs DIR... --names NAME... for a figure script."""
-    return "--runs " + " ".join(run_dir(r) for r in runs) + " --names " + " ".join(runs)
-
-
-FIGURE_NAMES = [
-    "loss_maps",
-    "pca_features",
-    "token_loss_distribution",
-    "token_energy",
-    "training_curves",
-    "linear_probe_depth",
-]
-TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
-FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
-EVAL_FILES = [
-    f"{RUNS_DIR}/{run}/eval/{f}"
-    for run in ENABLED_RUNS
-    for f in ("linear_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
-]
-ALL_TARGETS = FIGURE_FILES + TABLE_FILES + EVAL_FILES
-
-
 rule fig_loss_maps:
     """Per-token loss averaged over many random masks, per image, for the compared runs."""
     input:
@@ -57,6 +11,9 @@ rule fig_loss_maps:
         **figure("loss_maps"),
         npz=f"{FIGURES_DIR}/loss_maps.npz",
     params:
+        source=IMAGE_SOURCE,
+        num_images=NUM_IMAGES,
+        provenance=f"{PAPER}/provenance/loss_maps.json",
         runs=runs_args(COMPARE),
         masks=FIGS.get("loss_maps", {}).get("masks", 8000),
         code=CODE["figures"],
@@ -70,10 +27,10 @@ rule fig_loss_maps:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
-        "--provenance {PAPER}/provenance/loss_maps.json -- "
-        "python scripts/fig_loss_maps.py {params.runs} {IMAGE_SOURCE} "
-        "--num-images {NUM_IMAGES} --masks {params.masks} "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_loss_maps.py {params.runs} {params.source} "
+        "--num-images {params.num_images} --masks {params.masks} "
         "--png {output.png} --pdf {output.pdf} --npz {output.npz} > {log} 2>&1"
 
 
@@ -85,6 +42,9 @@ rule fig_pca_features:
     output:
         **figure("pca_features"),
     params:
+        source=IMAGE_SOURCE,
+        num_images=NUM_IMAGES,
+        provenance=f"{PAPER}/provenance/pca_features.json",
         runs=runs_args(COMPARE),
         depth=FIGS.get("pca_features", {}).get("depth", -4),
         code=CODE["figures"],
@@ -98,10 +58,10 @@ rule fig_pca_features:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_pca_features "
-        "--provenance {PAPER}/provenance/pca_features.json -- "
-        "python scripts/fig_pca_features.py {params.runs} {IMAGE_SOURCE} "
-        "--num-images {NUM_IMAGES} --depth {params.depth} "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_pca_features "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_pca_features.py {params.runs} {params.source} "
+        "--num-images {params.num_images} --depth {params.depth} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
@@ -114,8 +74,10 @@ rule fig_token_loss_distribution:
         **figure("token_loss_distribution"),
         stats=f"{FIGURES_DIR}/token_loss_distribution.csv",
     params:
+        source=IMAGE_SOURCE,
+        provenance=f"{PAPER}/provenance/token_loss_distribution.json",
         runs=runs_args(COMPARE),
-        images=FIGS.get("token_loss_distribution", {}).get("images", 256),
+        num_images=FIGS.get("token_loss_distribution", {}).get("images", 256),
         masks=FIGS.get("token_loss_distribution", {}).get("masks", 16),
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
@@ -128,10 +90,10 @@ rule fig_token_loss_distribution:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
-        "--provenance {PAPER}/provenance/token_loss_distribution.json -- "
-        "python scripts/fig_token_loss_distribution.py {params.runs} {IMAGE_SOURCE} "
-        "--num-images {params.images} --masks {params.masks} "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_token_loss_distribution.py {params.runs} {params.source} "
+        "--num-images {params.num_images} --masks {params.masks} "
         "--png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
@@ -144,6 +106,9 @@ rule fig_token_energy:
         **figure("token_energy"),
         stats=f"{FIGURES_DIR}/token_energy.csv",
     params:
+        source=IMAGE_SOURCE,
+        num_images=NUM_IMAGES,
+        provenance=f"{PAPER}/provenance/token_energy.json",
         runs=runs_args(COMPARE),
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
@@ -156,10 +121,10 @@ rule fig_token_energy:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step fig_token_energy "
-        "--provenance {PAPER}/provenance/token_energy.json -- "
-        "python scripts/fig_token_energy.py {params.runs} {IMAGE_SOURCE} "
-        "--num-images {NUM_IMAGES} --png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_token_energy "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_token_energy.py {params.runs} {params.source} "
+        "--num-images {params.num_images} --png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
 rule fig_training_curves:
@@ -169,6 +134,7 @@ rule fig_training_curves:
     output:
         **figure("training_curves"),
     params:
+        provenance=f"{PAPER}/provenance/training_curves.json",
         runs=runs_args(ENABLED_RUNS),
         code=CODE["figures"],
     log:
@@ -178,7 +144,7 @@ rule fig_training_curves:
     conda:
         ENV
     shell:
-        "{STEP} --step fig_training_curves --provenance {PAPER}/provenance/training_curves.json -- "
+        "python scripts/run_step.py --step fig_training_curves --provenance {params.provenance} -- "
         "python scripts/fig_training_curves.py {params.runs} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
@@ -190,6 +156,7 @@ rule fig_linear_probe_depth:
     output:
         **figure("linear_probe_depth"),
     params:
+        provenance=f"{PAPER}/provenance/linear_probe_depth.json",
         runs=runs_args(ENABLED_RUNS),
         code=CODE["figures"],
     log:
@@ -199,7 +166,7 @@ rule fig_linear_probe_depth:
     conda:
         ENV
     shell:
-        "{STEP} --step fig_linear_probe_depth --provenance {PAPER}/provenance/linear_probe_depth.json -- "
+        "python scripts/run_step.py --step fig_linear_probe_depth --provenance {params.provenance} -- "
         "python scripts/fig_linear_probe_depth.py {params.runs} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
@@ -218,6 +185,7 @@ rule table_summary:
         md=f"{TABLES_DIR}/summary.md",
         tex=f"{TABLES_DIR}/summary.tex",
     params:
+        provenance=f"{PAPER}/provenance/summary.json",
         runs=runs_args(ENABLED_RUNS),
         code=CODE["figures"],
     log:
@@ -227,6 +195,6 @@ rule table_summary:
     conda:
         ENV
     shell:
-        "{STEP} --step table_summary --provenance {PAPER}/provenance/summary.json -- "
+        "python scripts/run_step.py --step table_summary --provenance {params.provenance} -- "
         "python scripts/table_summary.py {params.runs} "
         "--csv {output.csv} --md {output.md} --tex {output.tex} > {log} 2>&1"

@@ -2,9 +2,9 @@
 #
 # runs/<run>/config.yaml is written by its own rule whose params are the resolved config:
 # changing one run's settings reruns that run's chain (and the figures and tables), nothing
-# else. Resume checkpoints live in checkpoints/<run>-<confighash>/, outside the declared
-# outputs, so a killed or pre-empted job resumes on the next `snakemake` call and a changed
-# config starts fresh.
+# else. Resume checkpoints live in checkpoints/<run>-<confighash>-code<codehash>/, outside
+# the declared outputs, so a killed or pre-empted job resumes on the next `snakemake` call,
+# while a changed config or changed training code starts fresh.
 
 
 rule run_config:
@@ -32,7 +32,9 @@ rule pretrain:
         model=f"{RUNS_DIR}/{{run}}/model.pt",
     params:
         out=lambda wc: run_dir(wc.run),
-        checkpoints=lambda wc: f"{CHECKPOINTS}/{wc.run}-{RUN_HASH[wc.run]}",
+        # keyed by the config hash and the training code's hash: a changed config or changed
+        # code starts fresh (the trainer would otherwise "resume" its finished run)
+        checkpoints=lambda wc: f"{CHECKPOINTS}/{wc.run}-{RUN_HASH[wc.run]}-code{CODE['train'][:8]}",
         code=CODE["train"],
     threads: 8
     resources:
@@ -44,7 +46,7 @@ rule pretrain:
     conda:
         ENV
     shell:
-        "{STEP} --gpus {resources.gpu} --threads {threads} --step pretrain "
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step pretrain "
         "--provenance {params.out}/provenance/pretrain.json -- "
         "python scripts/pretrain.py --config {input.config} --out {params.out} "
         "--checkpoint-dir {params.checkpoints} --threads {threads} --no-progress >> {log} 2>&1"
