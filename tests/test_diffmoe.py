@@ -202,3 +202,18 @@ def test_teacher_thresholds_follow_the_students_through_the_ema_update(batch):
     for t, s in zip(model.teacher.modules(), model.student.modules()):
         if isinstance(t, DiffMoE):
             assert torch.equal(t.thresholds, s.thresholds) and bool(t.thresholds_initialized)
+
+
+def test_loaded_evaluation_encoder_is_in_eval_mode_with_the_saved_thresholds(tmp_path):
+    from featnorm.config import RunConfig, to_dict
+    from featnorm.evaluation.checkpoint_loading import load_encoder
+
+    cfg = RunConfig()
+    cfg.model.encoder = EncoderConfig(dim=16, depth=1, num_heads=2, moe=MoEConfig(num_experts=4))
+    torch.manual_seed(0)
+    teacher = Encoder(cfg.model.encoder, cfg.model.patch_dim)
+    teacher.blocks[0].mlp.thresholds.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    torch.save({"config": to_dict(cfg), "teacher": teacher.state_dict()}, tmp_path / "model.pt")
+    encoder, _ = load_encoder(tmp_path / "model.pt")
+    assert not encoder.training and not any(m.training for m in encoder.modules())
+    assert torch.equal(encoder.blocks[0].mlp.thresholds, torch.tensor([0.1, 0.2, 0.3, 0.4]))

@@ -65,7 +65,8 @@ class Encoder(nn.Module):
         self, pixels: torch.Tensor, token_ids: torch.Tensor, return_all_depths: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Returns `(B, L, dim)` after the output norm; with `return_all_depths` also
-        `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output."""
+        `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output (with
+        ToMe, each block's output before that block's merge, unmerged to all L tokens)."""
         x = self.embed(pixels, token_ids)
         x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths)
         out = self.norm_output(x, token_ids)
