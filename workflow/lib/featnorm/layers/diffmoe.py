@@ -64,6 +64,11 @@ class DiffMoE(nn.Module):
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that are biases (2-D here, one row per expert), timm-style:
+        optimizers should not decay them."""
+        return {"b1", "b2"}
+
     def tokens_per_expert(self, num_tokens: int) -> int:
         """k = floor(N x capacity / E), at least 1."""
         return max(1, int(num_tokens * self.capacity / self.num_experts + 1e-9))
