@@ -19,7 +19,6 @@ import contextlib
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 
 from featnorm.batch import PackedBatch
-from featnorm.config import RunConfig, config_hash, save_run_config, to_dict
+from featnorm.config import ConfigError, RunConfig, config_hash, load_run_config, save_run_config, to_dict
 from featnorm.train.checkpoint import (
     check_config_hash,
     checkpoint_paths,
@@ -266,7 +265,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, self.out_dir / "config.yaml")
+        _write_config_once(cfg, self.out_dir / "config.yaml")
         log = JsonlLog(self.out_dir / "train_log.jsonl", self.step if self.resumed_from else None)
         sinks = ExternalSinks(t.tensorboard, t.wandb, self.out_dir, cfg.name, to_dict(cfg))
         lidar_views = None
@@ -329,6 +328,18 @@ class Trainer:
         if stopped_by == "done":
             save_atomic(self.final_model(), self.out_dir / "model.pt")
         return TrainResult(self.step, self.images_seen, stopped_by)
+
+
+def _write_config_once(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved config unless the file already says the same (the workflow passes
+    this very file as --config; rewriting it would only touch its modification time)."""
+    if path.is_file():
+        try:
+            if load_run_config(path) == cfg:
+                return
+        except ConfigError:
+            pass
+    save_run_config(cfg, path)
 
 
 def _progress_bar(total: int | None, initial: int, enabled: bool | None):
