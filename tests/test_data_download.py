@@ -133,3 +133,28 @@ def test_hf_plan_lists_spec_shards_as_plain_urls():
     assert files[-1].name == "imagenet1k-validation-63.tar"
     nyu = hf_plan.plan("nyu", ["val"], repo="someone/x")
     assert [f.url for f in nyu] == ["https://huggingface.co/datasets/someone/x/resolve/main/nyu-depth-val-00000.tar"]
+
+
+def test_download_script_fetches_from_a_mirror_and_writes_manifest(server, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from featnorm.data.nyu import npy_bytes
+    from featnorm.data.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "src", "x") as w:
+        for i in range(3):
+            w.write({"__key__": f"{i:05d}", "jpg": b"\xff\xd8\xff fake", "depth.npy": npy_bytes(np.ones((2, 2), np.float32))})
+    FILES["nyu-depth-val-00000.tar"] = (tmp_path / "src" / "x-00000.tar").read_bytes()
+    try:
+        path = Path(__file__).resolve().parents[1] / "scripts" / "download.py"
+        spec = importlib.util.spec_from_file_location("dl", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.main(["--dataset", "nyu", "--split", "val", "--out", str(tmp_path / "nyu"), "--base-url", server])
+    finally:
+        del FILES["nyu-depth-val-00000.tar"]
+    m = json.loads((tmp_path / "nyu" / "val" / "manifest.json").read_text())
+    assert m["num_samples"] == 3 and m["keys"] == ["depth.npy", "jpg"]
+    assert m["shards"][0]["name"] == "nyu-depth-val-00000.tar"

@@ -93,3 +93,17 @@ def test_missing_shard_and_empty_pattern_raise_naming_the_path(tmp_path):
         resolve_shards(tmp_path / "empty")
     with pytest.raises(ShardError, match="no shards"):
         resolve_shards("")
+
+
+def test_pack_shards_script_packs_and_reports_bad_input_in_one_line(demo, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pack_shards.py"
+    spec = importlib.util.spec_from_file_location("ps", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--source", "imagefolder", "--input", str(demo / "cls" / "val"), "--split", "val", "--out", str(tmp_path / "v")])
+    assert json.loads(capsys.readouterr().out)["num_samples"] == 20
+    with pytest.raises(SystemExit, match="does not exist"):
+        mod.main(["--source", "nyu-mat", "--input", str(tmp_path / "missing.mat"), "--split", "train", "--out", str(tmp_path / "n")])
