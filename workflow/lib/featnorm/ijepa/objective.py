@@ -69,6 +69,11 @@ class IJEPA(nn.Module):
         self.predictor = Predictor(cfg.predictor, cfg.encoder.dim)
         o = cfg.objective
         self.target_norm = TargetNorm(o.target_norm, cfg.encoder.dim, beta=o.target_norm_beta)
+        # A plain dict (not registered as submodules): the layers whose aux losses train.
+        self._moe_layers = {
+            name: [m for m in net.modules() if isinstance(m, DiffMoE)]
+            for name, net in (("encoder", self.student), ("predictor", self.predictor))
+        }
 
     def ema_update(self, beta: float) -> None:
         """teacher <- beta * teacher + (1 - beta) * student (non-trainable state copied)."""
@@ -134,7 +139,6 @@ class IJEPA(nn.Module):
             stats=stats,
         )
 
-
     def _with_registers(self, context, ctx_ids, ctx_reg, pred_ctx, pred_ctx_ids, r):
         """Prepend every register window of each row to all r copies of it, and wipe any
         register a copy drew among its sampled windows (it is there once already).
@@ -155,8 +159,7 @@ class IJEPA(nn.Module):
         the predictor's DiffMoE layers (the teacher's are not trained); {} without DiffMoE."""
         stats: dict[str, torch.Tensor] = {}
         aux = []
-        for name, net in (("encoder", self.student), ("predictor", self.predictor)):
-            layers = [m for m in net.modules() if isinstance(m, DiffMoE)]
+        for name, layers in self._moe_layers.items():
             if not layers:
                 continue
             aux += [m.aux_loss for m in layers if m.aux_loss is not None]
