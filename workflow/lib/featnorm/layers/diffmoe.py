@@ -15,6 +15,11 @@ when torch.distributed is initialised).
 Eval: expert e takes every real token whose predicted score passes its threshold, so the
 number of experts per token varies. `eval()` therefore changes the forward.
 
+Choices: gate scores are computed from the MLP's input (the block's `norm2(x)`; the
+reference gates the un-normed residual); N counts padding slots as the reference does
+(static shapes, no host sync in training), so a real token meets capacity x N / N_real
+experts on average. Eval mode syncs once per layer (the busiest expert's count).
+
 A module whose parameters do not require grad (the EMA teacher) never updates its
 thresholds nor computes `aux_loss`: the EMA copies them from the student (buffers).
 """
