@@ -12,8 +12,8 @@ tokens are removed and each row is compacted (kept tokens in order, then padding
 longest row's length. `unmerge` copies every current token back to all the original
 tokens it holds, restoring the input length.
 
-Attention after a merge is plain (no ToMe "proportional attention" size bias, as in the
-reference); each merge syncs once with the host for the new row length.
+Attention after a merge is plain (no ToMe "proportional attention" size bias; the
+reference's merger tracks no sizes); each merge syncs once with the host for the new row length.
 
 Every choice depends only on the image's own tokens and their relative order, and ties
 are broken by that order (first B partner, earlier A token), so a row of images A and B
