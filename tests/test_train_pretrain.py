@@ -27,7 +27,7 @@ TINY = {
     "seed": 0,
     "model": {"encoder": {"dim": 64, "depth": 2, "num_heads": 2}, "predictor": {"dim": 32, "depth": 2, "num_heads": 1}},
     "data": {"min_side": 64, "max_side": 64, "max_context_tokens": 16, "max_target_tokens": 24,
-             "rows_per_pack": 8, "shuffle_buffer": 50, "num_workers": 0},
+             "rows_per_pack": 8, "shuffle_buffer": 50, "num_workers": 1},
     "train": {"batch_size": 8, "steps": 24, "lr_warmup_steps": 5, "ema_warmup_steps": 5, "checkpoint_every": 4,
               "rankme_every": 6, "lidar_every": 8, "lidar_images": 6, "lidar_augmentations": 3},
 }

@@ -221,10 +221,18 @@ class Trainer:
         """Yields (batch, last_of_epoch) forever, keeping (epoch, batch_in_epoch) current."""
         skip = self.batch_in_epoch
         empty_passes = 0
+
+        def pull(it):
+            # A DataLoader draws its workers' base seed from the global torch RNG when it
+            # starts; keep the data pipeline off that stream, or a resume (which starts the
+            # loader at another moment) would shift the model's random numbers.
+            with torch.random.fork_rng(devices=[]):
+                return next(it, None)
+
         while True:
             it = iter(self.data.epoch_batches(self.epoch, skip))
             skip = 0
-            nxt = next(it, None)
+            nxt = pull(it)
             if nxt is None:
                 empty_passes += 1
                 if empty_passes > 1:
@@ -234,7 +242,7 @@ class Trainer:
                 continue
             empty_passes = 0
             while nxt is not None:
-                cur, nxt = nxt, next(it, None)
+                cur, nxt = nxt, pull(it)
                 yield cur, nxt is None
 
     def train_step(self, batch: PackedBatch) -> tuple[dict, object]:
