@@ -118,3 +118,12 @@ def test_no_weight_decay_on_norms_biases_and_embeddings(synthetic_data):
     assert any(n.endswith("mask_token") for n in nd)
     assert any(".row" in n or ".col" in n for n in nd)
     assert not any(n.startswith("teacher.") for n in nd | {names[id(p)] for p in decay["params"]})
+
+
+def test_length_in_epochs_counts_images_seen(tmp_path, synthetic_data):
+    tr = Trainer(tiny_config(steps=0, epochs=1.5), synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False)
+    result = tr.run()
+    # 4 images per batch, 20 per epoch: 30 images are reached after 8 steps (32 images).
+    assert (result.step, result.images_seen) == (8, 32)
+    last = [r for r in read_log(tmp_path / "out" / "train_log.jsonl") if "loss" in r][-1]
+    assert last["epoch"] == pytest.approx(1.6)
