@@ -57,6 +57,8 @@ DATASETS = config["datasets"]
 EVAL = config.get("evaluation", {})
 FIGS = config.get("figures", {})
 SPLITS = ["train", "val"]
+# Evaluation crops: 256 x 256 in the paper (a 16 x 16 patch grid).
+IMAGE_SIZE = EVAL.get("image_size", 256)
 
 
 def manifest(dataset, split):

@@ -14,6 +14,7 @@ rule extract_features:
     output:
         f"{FEATURES}/{{run}}/{{split}}/provenance.json",
     params:
+        image_size=IMAGE_SIZE,
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
         code=CODE["evaluate"],
@@ -33,7 +34,8 @@ rule extract_features:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
         "--provenance {output} -- "
         "python scripts/extract_features.py --model {input.model} --shards {params.shards} "
-        "--out {params.out} --threads {threads} --no-progress >> {log} 2>&1"
+        "--out {params.out} --image-size {params.image_size} --threads {threads} --no-progress "
+        ">> {log} 2>&1"
 
 
 rule linear_probe:
@@ -83,6 +85,7 @@ rule depth_probe:
             caption="../report/depth_strips.rst",
         ),
     params:
+        image_size=IMAGE_SIZE,
         provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/depth_probe.json",
         train=lambda wc, input: os.path.dirname(input.train),
         val=lambda wc, input: os.path.dirname(input.val),
@@ -103,7 +106,8 @@ rule depth_probe:
         "--provenance {params.provenance} -- "
         "python scripts/depth_probe.py --model {input.model} --train-shards {params.train} "
         "--val-shards {params.val} --out {output.json} --strips {output.strips} "
-        "--epochs {params.epochs} --lr {params.lr} --threads {threads} --no-progress > {log} 2>&1"
+        "--epochs {params.epochs} --lr {params.lr} --image-size {params.image_size} "
+        "--threads {threads} --no-progress > {log} 2>&1"
 
 
 rule lidar:

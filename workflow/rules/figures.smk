@@ -11,6 +11,7 @@ rule fig_loss_maps:
         **figure("loss_maps"),
         npz=f"{FIGURES_DIR}/loss_maps.npz",
     params:
+        image_size=IMAGE_SIZE,
         source=IMAGE_SOURCE,
         num_images=NUM_IMAGES,
         provenance=f"{PAPER}/provenance/loss_maps.json",
@@ -29,7 +30,7 @@ rule fig_loss_maps:
     shell:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
         "--provenance {params.provenance} -- "
-        "python scripts/fig_loss_maps.py {params.runs} {params.source} "
+        "python scripts/fig_loss_maps.py {params.runs} {params.source} --image-size {params.image_size} "
         "--num-images {params.num_images} --masks {params.masks} "
         "--png {output.png} --pdf {output.pdf} --npz {output.npz} > {log} 2>&1"
 
@@ -42,6 +43,7 @@ rule fig_pca_features:
     output:
         **figure("pca_features"),
     params:
+        image_size=IMAGE_SIZE,
         source=IMAGE_SOURCE,
         num_images=NUM_IMAGES,
         provenance=f"{PAPER}/provenance/pca_features.json",
@@ -60,7 +62,7 @@ rule fig_pca_features:
     shell:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_pca_features "
         "--provenance {params.provenance} -- "
-        "python scripts/fig_pca_features.py {params.runs} {params.source} "
+        "python scripts/fig_pca_features.py {params.runs} {params.source} --image-size {params.image_size} "
         "--num-images {params.num_images} --depth {params.depth} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
@@ -74,6 +76,7 @@ rule fig_token_loss_distribution:
         **figure("token_loss_distribution"),
         stats=f"{FIGURES_DIR}/token_loss_distribution.csv",
     params:
+        image_size=IMAGE_SIZE,
         source=IMAGE_SOURCE,
         provenance=f"{PAPER}/provenance/token_loss_distribution.json",
         runs=runs_args(COMPARE),
@@ -92,7 +95,7 @@ rule fig_token_loss_distribution:
     shell:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
         "--provenance {params.provenance} -- "
-        "python scripts/fig_token_loss_distribution.py {params.runs} {params.source} "
+        "python scripts/fig_token_loss_distribution.py {params.runs} {params.source} --image-size {params.image_size} "
         "--num-images {params.num_images} --masks {params.masks} "
         "--png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
@@ -106,6 +109,7 @@ rule fig_token_energy:
         **figure("token_energy"),
         stats=f"{FIGURES_DIR}/token_energy.csv",
     params:
+        image_size=IMAGE_SIZE,
         source=IMAGE_SOURCE,
         num_images=NUM_IMAGES,
         provenance=f"{PAPER}/provenance/token_energy.json",
@@ -123,7 +127,7 @@ rule fig_token_energy:
     shell:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_token_energy "
         "--provenance {params.provenance} -- "
-        "python scripts/fig_token_energy.py {params.runs} {params.source} "
+        "python scripts/fig_token_energy.py {params.runs} {params.source} --image-size {params.image_size} "
         "--num-images {params.num_images} --png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
