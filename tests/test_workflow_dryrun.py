@@ -62,3 +62,35 @@ def test_one_figure_is_a_target_of_its_own(tmp_path):
     counts = job_counts(dry_run_jobs(res.stdout))
     assert counts["fig_training_curves"] == 1
     assert "fig_loss_maps" not in counts and "table_summary" not in counts
+
+
+def test_local_data_sources_feed_pack_shards_without_downloads(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split).mkdir(parents=True)
+    (tmp_path / "nyu.mat").write_bytes(b"")
+    (tmp_path / "splits.mat").write_bytes(b"")
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["datasets"] = {
+        "imagenet": {"source": "imagefolder", "path": str(tmp_path / "imagenet")},
+        "nyu": {"source": "nyu-mat", "path": str(tmp_path / "nyu.mat"), "split_file": str(tmp_path / "splits.mat")},
+    }
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--nolock", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = job_counts(dry_run_jobs(res.stdout))
+    assert "download" not in counts and counts["pack_shards"] == 4
+    packs = [line for line in res.stdout.splitlines() if "scripts/pack_shards.py" in line]
+    assert any(f"--source imagefolder --input {tmp_path}/imagenet/val" in p and "--classes" in p for p in packs)
+    assert any(f"--source nyu-mat --input {tmp_path}/nyu.mat --split val" in p and "--split-file" in p for p in packs)
+
+
+def test_a_source_that_needs_a_path_requires_one(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["datasets"]["imagenet"] = {"source": "imagefolder"}
+    path = tmp_path / "nopath.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--nolock", "--configfile", str(path))
+    assert res.returncode != 0
+    assert "datasets.imagenet" in res.stdout + res.stderr and "path" in res.stdout + res.stderr

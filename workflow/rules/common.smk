@@ -207,7 +207,7 @@ def _pack_input_path(wc):
     if source == "demo":
         return f"{_demo_raw(wc.dataset)}/{wc.split}" if wc.dataset == "imagenet" else _demo_raw("nyu")
     if source == "hf-shards":
-        return f"{DOWNLOADS}/{wc.dataset}/{wc.split}"
+        return f"{DOWNLOADS}/{wc.dataset}/{HF_SPLIT[wc.dataset][wc.split]}"
     if source == "nyu-mat":
         return ds["path"]
     return f"{ds['path'].rstrip('/')}/{wc.split}"  # imagefolder, shards
@@ -238,7 +238,7 @@ def _pack_inputs(wc):
             inputs.append(manifest(wc.dataset, "train"))
         return inputs
     if source == "hf-shards":
-        return [f"{DOWNLOADS}/{wc.dataset}/{wc.split}/provenance.json"]
+        return [f"{DOWNLOADS}/{wc.dataset}/provenance-{wc.split}.json"]
     inputs = [_pack_input_path(wc)]
     if source == "imagefolder" and wc.split != "train":
         inputs.append(manifest(wc.dataset, "train"))

@@ -47,11 +47,15 @@ rule demo_depth:
 
 
 rule download:
-    """The published shards of one split, resumed and verified (about 100 GB in all)."""
+    """The published shards of one split, resumed and size/sha256-verified (about 100 GB in all).
+
+    Shards land in <downloads>/<dataset>/<published split name>/ (train, validation, val);
+    pack_shards then checks keys and counts and writes the manifest, so no second pass here.
+    """
     output:
-        f"{DOWNLOADS}/{{dataset}}/{{split}}/provenance.json",
+        f"{DOWNLOADS}/{{dataset}}/provenance-{{split}}.json",
     params:
-        out=lambda wc: f"{DOWNLOADS}/{wc.dataset}/{wc.split}",
+        out=lambda wc: f"{DOWNLOADS}/{wc.dataset}",
         split=lambda wc: HF_SPLIT[wc.dataset][wc.split],
         code=CODE["download"],
     resources:
@@ -66,7 +70,7 @@ rule download:
     shell:
         "python scripts/run_step.py --step download --provenance {output} -- "
         "python scripts/download.py --dataset {wildcards.dataset} --split {params.split} "
-        "--out {params.out} > {log} 2>&1"
+        "--out {params.out} --no-index > {log} 2>&1"
 
 
 rule pack_shards:
