@@ -99,49 +99,27 @@ def rankme_of_targets(targets: torch.Tensor) -> float:
     return smooth_rank(targets.float())
 
 
-@torch.no_grad()
-def pooled_context_features(encoder: torch.nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over each image's real context patches of the encoder's features.
-
-    Returns `(sample_ids (n,), features (n, dim))` for the n images of the batch.
-    """
-    pixels, ids = batch.context_pixels, batch.context_ids
-    feats = encoder(pixels, ids).float()  # (B, Lc, dim)
-    patch = is_patch(ids)
-    samples = ids[..., SAMPLE][patch]
-    uniq, inverse = torch.unique(samples, return_inverse=True)
-    sums = torch.zeros(len(uniq), feats.shape[-1], device=feats.device).index_add_(0, inverse, feats[patch])
-    counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).to(feats.dtype)
-    return uniq, sums / counts[:, None]
-
-
-@torch.no_grad()
 def lidar_of_views(
     encoder: torch.nn.Module,
-    batches: Iterable[tuple[PackedBatch, torch.Tensor]],
+    views: Iterable[tuple[PackedBatch, torch.Tensor]],
     num_images: int,
     num_augmentations: int,
     device: torch.device | str = "cpu",
 ) -> float:
-    """LiDAR of the mean-pooled context features of a fixed set of views.
+    """LiDAR of the mean-pooled context features of the run's fixed view set.
 
-    `batches` yields `(batch, view_of_sample)`: `view_of_sample[s]` is the flat view index
-    `image * num_augmentations + augmentation` of the image with sample id `s` in the batch.
-    The encoder is put in eval mode for the measurement and restored afterwards.
+    `views` yields `(batch, view_of_sample)` as `featnorm.evaluation.lidar.view_batches`
+    makes them; the embeddings are computed by the evaluation's own code, in eval mode, and
+    the encoder's training mode is restored afterwards.
     """
+    from featnorm.evaluation.lidar import view_embeddings
+
     was_training = encoder.training
-    encoder.eval()
-    out: torch.Tensor | None = None
     try:
-        for batch, view_of_sample in batches:
-            sample_ids, feats = pooled_context_features(encoder, batch.to(device))
-            if out is None:
-                out = torch.zeros(num_images * num_augmentations, feats.shape[-1], dtype=torch.float64)
-            out[view_of_sample.to(sample_ids.device)[sample_ids].cpu()] = feats.double().cpu()
+        emb = view_embeddings(encoder, views, num_images, num_augmentations, device=device, progress=False)
     finally:
         encoder.train(was_training)
-    assert out is not None, "empty LiDAR set"
-    return lidar_score(out.view(num_images, num_augmentations, -1))
+    return lidar_score(emb)
 
 
 class ExternalSinks:
