@@ -29,7 +29,6 @@ from featnorm.batch import PackedBatch
 from featnorm.config import ConfigError, RunConfig, config_hash, load_run_config, save_run_config, to_dict
 from featnorm.train.checkpoint import (
     check_config_hash,
-    checkpoint_paths,
     load_latest_checkpoint,
     rng_state,
     save_atomic,
