@@ -41,6 +41,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave as is)")
     parser.add_argument("--provenance", type=Path, help="JSON file written after the command succeeds")
     parser.add_argument("--step", default="", help="name of the step, recorded in the provenance")
+    parser.add_argument("--require", type=Path, action="append", default=[],
+                        help="a file the command must leave behind; if missing after exit 0 (e.g. the "
+                             "trainer stopped by SIGTERM after checkpointing), exit 1 without provenance")
     parser.add_argument("--gpu-timeout", type=float, default=None, help="seconds to wait for free GPUs (default: forever)")
     args = parser.parse_args(argv[:split])
     command = argv[split + 1 :]
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         returncode = proc.wait()
     if returncode != 0:
         return returncode if returncode > 0 else 128 - returncode
+    missing = [str(p) for p in args.require if not p.exists()]
+    if missing:
+        print(f"run_step: the command exited 0 but did not write {', '.join(missing)} "
+              "(stopped early? run the workflow again to resume)", file=sys.stderr)
+        return 1
     if args.provenance is not None:
         provenance.write(
             args.provenance,

@@ -130,3 +130,14 @@ def test_run_step_forwards_sigterm_to_the_command(tmp_path):
     p.terminate()
     assert p.wait(timeout=20) == 0
     assert marker.exists()
+
+
+def test_run_step_fails_when_a_required_file_is_missing(tmp_path):
+    env = dict(os.environ, FEATNORM_GPUS="none")
+    prov = tmp_path / "p.json"
+    res = subprocess.run(
+        [sys.executable, RUN_STEP, "--provenance", str(prov), "--require", str(tmp_path / "model.pt"), "--",
+         sys.executable, "-c", "pass"],
+        capture_output=True, text=True, env=env,
+    )
+    assert res.returncode == 1 and "model.pt" in res.stderr and not prov.exists()

@@ -47,6 +47,6 @@ rule pretrain:
         ENV
     shell:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step pretrain "
-        "--provenance {params.out}/provenance/pretrain.json -- "
+        "--provenance {params.out}/provenance/pretrain.json --require {output.model} -- "
         "python scripts/pretrain.py --config {input.config} --out {params.out} "
         "--checkpoint-dir {params.checkpoints} --threads {threads} --no-progress >> {log} 2>&1"
