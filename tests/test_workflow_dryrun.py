@@ -20,6 +20,7 @@ def paper_runs():
 def test_paper_dry_run_builds_every_stage_of_every_enabled_run(tmp_path):
     res = snakemake("-n", "--nolock", "--config", f"results={tmp_path}/results")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "workflow specific profile profiles/default" in res.stdout + res.stderr
     jobs = dry_run_jobs(res.stdout)
     counts = job_counts(jobs)
     enabled, disabled = paper_runs()
