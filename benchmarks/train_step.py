@@ -144,7 +144,7 @@ def demo_spec(path: str) -> dict:
             "train": {"batch_size": run.get("train", {}).get("batch_size", 8)}}
 
 
-def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | None) -> dict:
+def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | None, compile: bool = False) -> dict:
     from featnorm.config import run_config_from_dict
     from featnorm.train.trainer import Trainer, TrainData
     from featnorm.tokens import is_padding
@@ -153,7 +153,7 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     spec = dict(MODELS[name])
     if name == "demo" and demo_config and Path(demo_config).is_file():
         spec = demo_spec(demo_config)
-    cfg = run_config_from_dict({**spec, "train": {**spec["train"], "steps": 1, "lidar_every": 0}})
+    cfg = run_config_from_dict({**spec, "train": {**spec["train"], "steps": 1, "lidar_every": 0, "compile": compile}})
     items = make_items(cfg, 64 * cfg.train.batch_size, seed=0)
     batches = (packed_batches if layout == "packed" else padded_batches)(cfg, items)
     # A pool of `steps` distinct batches, run once untimed (first calls on a new shape pay
@@ -186,7 +186,7 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     rates = sorted(i / s for s, i, _ in per_step)
     tok_rates = sorted(t / s for s, _, t in per_step)
     return {
-        "model": name, "layout": layout, "steps": steps, "rows_per_step": cfg.train.batch_size,
+        "model": name, "layout": layout, "compile": compile, "steps": steps, "rows_per_step": cfg.train.batch_size,
         "seq_len_mean": slots / steps / cfg.train.batch_size,
         "images_per_step": imgs / steps, "images_per_s": imgs / dt, "real_tokens_per_s": toks / dt,
         "images_per_s_median": rates[len(rates) // 2], "images_per_s_best": rates[-1],
@@ -209,17 +209,18 @@ def main() -> None:
     p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"],
                    help="OpenMP wait policy of the measured processes; PASSIVE keeps idle threads from "
                         "spinning, which on a shared, oversubscribed machine is several times faster")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.warmup, args.demo_config)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.warmup, args.demo_config, args.compile)))
         return
     results = []
     for name in args.models:
         for layout in args.layouts:
             steps = max(2, args.steps // 3) if name == "paper_vits" else args.steps
             cmd = [sys.executable, __file__, "--one", name, layout, "--steps", str(steps), "--warmup", str(args.warmup),
-                   "--demo-config", args.demo_config]
+                   "--demo-config", args.demo_config] + (["--compile"] if args.compile else [])
             child_env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=child_env).stdout.strip().splitlines()[-1])
             print(f"{name:11s} {layout:6s} img/s mean {r['images_per_s']:7.1f} median {r['images_per_s_median']:7.1f} "
