@@ -206,9 +206,10 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--layouts", nargs="*", default=["packed", "padded"], choices=["packed", "padded"])
     p.add_argument("--demo-config", default="config/demo.yaml", help="run YAML of the demo model, if present")
-    p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"],
-                   help="OpenMP wait policy of the measured processes; PASSIVE keeps idle threads from "
-                        "spinning, which on a shared, oversubscribed machine is several times faster")
+    p.add_argument("--omp-wait-policy", default="unset", choices=["unset", "PASSIVE", "ACTIVE"],
+                   help="OMP_WAIT_POLICY of the measured processes (default: the runtime's own). "
+                        "PASSIVE is ~35%% slower on a quiet machine but several times faster when "
+                        "the cores are oversubscribed (scripts/pretrain.py uses PASSIVE)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -221,7 +222,9 @@ def main() -> None:
             steps = max(2, args.steps // 3) if name == "paper_vits" else args.steps
             cmd = [sys.executable, __file__, "--one", name, layout, "--steps", str(steps), "--warmup", str(args.warmup),
                    "--demo-config", args.demo_config] + (["--compile"] if args.compile else [])
-            child_env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
+            child_env = dict(os.environ)
+            if args.omp_wait_policy != "unset":
+                child_env["OMP_WAIT_POLICY"] = args.omp_wait_policy
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=child_env).stdout.strip().splitlines()[-1])
             print(f"{name:11s} {layout:6s} img/s mean {r['images_per_s']:7.1f} median {r['images_per_s_median']:7.1f} "
                   f"best {r['images_per_s_best']:7.1f}; tok/s median {r['real_tokens_per_s_median']:8.0f}; "

@@ -17,9 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning (before torch loads its OpenMP runtime). On a
-# shared or oversubscribed CPU, spinning threads made the demo's training steps up to 30x
-# slower (2 min 45 s vs 25 s for 200 steps on 2 busy cores); set OMP_WAIT_POLICY=ACTIVE to undo.
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime).
+# Measured on the 2-core test machine (benchmarks/train_step.py, comparison config): when the
+# cores are oversubscribed, spinning threads make steps 4-7x slower (demo run: 2 min 45 s
+# instead of 25 s); on a quiet machine PASSIVE costs ~35% (200 vs 315 images/s). We take the
+# bounded loss; on GPU runs it does not matter. Export OMP_WAIT_POLICY=ACTIVE to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
