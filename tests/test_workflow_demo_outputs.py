@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import REPO, snakemake
+from workflow_helpers import REPO, dry_run_jobs, snakemake
 
 FIGURES = ["loss_maps", "pca_features", "token_loss_distribution", "token_energy",
            "training_curves", "linear_probe_depth"]
@@ -19,7 +19,7 @@ FIGURES = ["loss_maps", "pca_features", "token_loss_distribution", "token_energy
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_demo_writes_every_table_and_figure_with_a_row_per_run():
+def test_demo_writes_every_table_and_figure_with_a_row_per_run(tmp_path):
     res = snakemake("--cores", "2", "--configfile", "config/demo.yaml", timeout=3600)
     assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-8000:]
 
@@ -53,3 +53,16 @@ def test_demo_writes_every_table_and_figure_with_a_row_per_run():
     # Snakemake agrees that nothing is left to do.
     again = snakemake("-n", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # After the demo, changing one run reruns only that run's chain and the figures/tables.
+    changed = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    changed["runs"]["ln"]["model"]["objective"]["target_norm"] = "batchnorm"
+    path = tmp_path / "demo_changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    dry = snakemake("-n", "--configfile", str(path))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    jobs = dry_run_jobs(dry.stdout)
+    assert {wc["run"] for _, wc in jobs if "run" in wc} == {"ln"}
+    assert {rule for rule, wc in jobs if "run" not in wc} == {
+        "fig_loss_maps", "fig_pca_features", "fig_token_loss_distribution", "fig_token_energy",
+        "fig_training_curves", "fig_linear_probe_depth", "table_summary", "all"}
