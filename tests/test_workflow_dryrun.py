@@ -95,3 +95,16 @@ def test_a_source_that_needs_a_path_requires_one(tmp_path):
     res = snakemake("-n", "--nolock", "--configfile", str(path))
     assert res.returncode != 0
     assert "datasets.imagenet" in res.stdout + res.stderr and "path" in res.stdout + res.stderr
+
+
+def test_a_disabled_run_stays_out_of_the_dag(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["runs"]["later"] = {"enabled": False, "model": {"encoder": {"num_registers": 8}}}
+    path = tmp_path / "disabled.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--nolock", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = {wc.get("run") for _, wc in dry_run_jobs(res.stdout)} - {None}
+    assert runs == {"tanh", "ln"}
+    assert "later" not in res.stdout
