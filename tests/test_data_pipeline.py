@@ -10,7 +10,6 @@ from featnorm.data import PipelineSpec, TrainLoader, depth_batches, eval_batches
 from featnorm.data.demo_classification import write_classification_demo
 from featnorm.data.demo_depth import write_nyu_mat
 from featnorm.data.imagefolder import pack_imagefolder
-from featnorm.data.lidar_set import LidarSet
 from featnorm.data.nyu import pack_nyu_mat
 from featnorm.data.shards import iter_samples, resolve_shards
 from featnorm.tokens import PAD_ID, SAMPLE
@@ -119,14 +118,3 @@ def test_depth_batches_crop_image_and_depth_alike(shards):
     d = np.load(__import__("io").BytesIO(raw["depth.npy"]))  # (60, 80): crop columns 10..70
     assert np.isclose(float(b.depth[0].min()), float(d[:, 10:70].min()), atol=1e-5) or float(b.depth[0].min()) >= float(d[:, 10:70].min())
     assert float(b.depth[0].max()) <= float(d[:, 10:70].max()) + 1e-5
-
-
-def test_lidar_set_is_fixed_by_seed(shards):
-    a = LidarSet(shards / "train", SPEC, n_images=6, n_augmentations=3, seed=1)
-    b = LidarSet(shards / "train", SPEC, n_images=6, n_augmentations=3, seed=1)
-    assert a.describe() == b.describe()
-    xa, xb = list(a.batches(rows=4)), list(a.batches(rows=4))
-    idx = torch.cat([i for _, i in xa])
-    assert sorted(map(tuple, idx.tolist())) == [(i, q) for i in range(6) for q in range(3)]
-    assert all(torch.equal(p.pixels, q.pixels) for (p, _), (q, _) in zip(xa, xb))
-    assert all(num_images(p) == len(i) for p, i in xa)

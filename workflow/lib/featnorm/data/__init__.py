@@ -3,8 +3,8 @@
 Modules: `resize` (random-resize rule, decoding), `patchify`, `windows` (context/target
 split), `packing` (rows of fixed context + target segments), `shards` (WebDataset
 reading/writing, manifests), `train_pipeline` (TrainLoader: packed training batches with
-resumable state), `eval_pipeline` (centre-crop batches for probes, depth), `lidar_set`
-(the fixed LiDAR inputs), `imagefolder` / `nyu` (packers), `download` / `hf_plan`
+resumable state), `eval_pipeline` (centre-crop batches for probes, depth),
+`imagefolder` / `nyu` (packers), `download` / `hf_plan`
 (fetching the author's shards), `demo_classification` / `demo_depth` (generated data).
 Imports only `featnorm.tokens`, `featnorm.batch` and `featnorm.config`.
 """
