@@ -35,7 +35,7 @@ from featnorm.data.shards import ShardWriter  # noqa: E402
 from featnorm.data.train_pipeline import PipelineSpec, TrainLoader, num_images  # noqa: E402
 from featnorm.data.windows import context_window_range  # noqa: E402
 
-PAPER = PipelineSpec()  # max side 256, 128 + 192 tokens, 64 rows per pack
+PAPER = PipelineSpec.defaults()  # max side 256, 128 + 192 tokens, 64 rows per pack
 
 
 def natural_jpeg(rng: np.random.Generator) -> bytes:

@@ -13,7 +13,7 @@ from featnorm.data.demo_classification import jpeg_bytes, render
 from featnorm.data.nyu import npy_bytes
 from featnorm.data.shards import ShardWriter
 
-SPEC = PipelineSpec(min_side=64, max_side=128, max_context_tokens=32, max_target_tokens=48, rows_per_pack=4, shuffle_buffer=8)
+SPEC = PipelineSpec.defaults(min_side=64, max_side=128, max_context_tokens=32, max_target_tokens=48, rows_per_pack=4, shuffle_buffer=8)
 
 
 def _good(i):

@@ -36,7 +36,7 @@ def _pack_all(images, spec, rows, seed=0):
 
 
 def _spec(num_registers=0):
-    return PipelineSpec(patch_size=P, window_size=2, num_registers=num_registers, min_side=32, max_side=128,
+    return PipelineSpec.defaults(patch_size=P, window_size=2, num_registers=num_registers, min_side=32, max_side=128,
                         max_context_tokens=128, max_target_tokens=192, rows_per_pack=8)
 
 

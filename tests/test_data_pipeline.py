@@ -14,7 +14,7 @@ from featnorm.data.nyu import pack_nyu_mat
 from featnorm.data.shards import iter_samples, resolve_shards
 from featnorm.tokens import PAD_ID, SAMPLE
 
-SPEC = PipelineSpec(patch_size=16, window_size=2, min_side=64, max_side=128, max_context_tokens=32,
+SPEC = PipelineSpec.defaults(patch_size=16, window_size=2, min_side=64, max_side=128, max_context_tokens=32,
                     max_target_tokens=48, rows_per_pack=4, shuffle_buffer=16)
 
 

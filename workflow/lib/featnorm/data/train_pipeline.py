@@ -33,6 +33,7 @@ multi-GPU: ranks may get different batch counts per epoch; stop all ranks at the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -60,17 +61,22 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 class PipelineSpec:
     """Everything the per-image transform and the packer need (from DataConfig + model)."""
 
-    patch_size: int = 16
-    window_size: int = 2
-    num_registers: int = 0
-    min_side: int = 64
-    max_side: int = 256
-    context_ratio_min: float = 0.25
-    context_ratio_max: float = 0.5
-    max_context_tokens: int = 128
-    max_target_tokens: int = 192
-    rows_per_pack: int = 64
-    shuffle_buffer: int = 1000
+    patch_size: int
+    window_size: int
+    num_registers: int
+    min_side: int
+    max_side: int
+    context_ratio_min: float
+    context_ratio_max: float
+    max_context_tokens: int
+    max_target_tokens: int
+    rows_per_pack: int
+    shuffle_buffer: int
+
+    @classmethod
+    def defaults(cls, **changes) -> "PipelineSpec":
+        """The paper's settings (RunConfig's defaults, the one place they live), with `changes`."""
+        return dataclasses.replace(cls.from_config(RunConfig()), **changes)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "PipelineSpec":
