@@ -8,6 +8,14 @@ training and DIR/model.pt (teacher, student, predictor weights + config) at the 
 Resume checkpoints go to --checkpoint-dir (default: DIR/../../checkpoints/<name>-<confighash>);
 starting again with the same directory resumes from its newest readable checkpoint.
 SIGTERM / SIGINT checkpoint and exit 0; a NaN or infinite loss exits 1 naming the step.
+
+Several GPUs (or CPU processes, gloo): launch with torchrun, e.g.
+
+    torchrun --standalone --nproc-per-node 8 scripts/pretrain.py --config RUN.yaml --out DIR
+
+train.batch_size is the global batch (each process takes batch_size / N rows); rank 0
+writes every file. Resuming on the same N continues exactly; on another N the run goes on
+at the start of the next epoch (see featnorm.train.trainer).
 """
 
 from __future__ import annotations
@@ -60,9 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from featnorm.train import distributed
+
+    dist_info, device = distributed.init_from_env(args.device)
+    try:
+        return _train(args, cfg, dist_info, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, cfg, dist_info, device) -> int:
+    say = (lambda msg: print(msg, file=sys.stderr)) if dist_info.is_main else (lambda msg: None)
     out = Path(args.out)
     if model_complete(out / "model.pt"):
-        print(f"{out / 'model.pt'} already exists and is complete; nothing to do (delete it to train again)")
+        if dist_info.is_main:
+            print(f"{out / 'model.pt'} already exists and is complete; nothing to do (delete it to train again)")
         return 0
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.parent.parent / "checkpoints" / f"{cfg.name}-{config_hash(cfg)}"
     if args.threads:
@@ -71,23 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     from featnorm.train.data_source import build_train_data
 
     try:
-        data = build_train_data(cfg, ckpt_dir)
-        trainer = Trainer(cfg, data, out, ckpt_dir, force_resume=args.force_resume, device=args.device,
-                          progress=False if args.no_progress else None)
+        data = build_train_data(cfg, ckpt_dir, dist_info.rank, dist_info.world_size)
+        trainer = Trainer(cfg, data, out, ckpt_dir, force_resume=args.force_resume, device=device,
+                          progress=False if args.no_progress else None, dist=dist_info)
     except (ConfigMismatchError, ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # every rank meets the same error: all exit
         return 2
+    if dist_info.enabled:
+        say(f"{dist_info.world_size} processes, {cfg.train.batch_size // dist_info.world_size} rows each "
+            f"(global batch {cfg.train.batch_size}), device {trainer.device}")
     if trainer.resumed_from is not None:
-        print(f"resuming from {trainer.resumed_from} (step {trainer.step}, {trainer.images_seen} images seen)", file=sys.stderr)
+        say(f"resuming from {trainer.resumed_from} (step {trainer.step}, {trainer.images_seen} images seen)")
     try:
         result = trainer.run()
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 1
     if result.stopped_by != "done":
-        print(f"stopped by {result.stopped_by} after step {result.step}; checkpoint in {ckpt_dir}, run again to resume", file=sys.stderr)
+        say(f"stopped by {result.stopped_by} after step {result.step}; checkpoint in {ckpt_dir}, run again to resume")
         return 0
-    print(f"done: {result.step} steps, {result.images_seen} images; wrote {out / 'model.pt'}", file=sys.stderr)
+    say(f"done: {result.step} steps, {result.images_seen} images; wrote {out / 'model.pt'}")
     return 0
 
 

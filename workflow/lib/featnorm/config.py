@@ -169,6 +169,10 @@ class TrainConfig:
     lidar_augmentations: int = 50
     tensorboard: bool = False
     wandb: bool = False
+    # GPUs (torchrun processes) the workflow gives this run; batch_size stays the global
+    # batch (batch_size / gpus rows per process). Not part of config_hash: a run may
+    # resume on another number of GPUs (see featnorm.train.trainer).
+    gpus: int = 1
 
 
 @dataclass
@@ -299,6 +303,7 @@ def save_run_config(cfg: RunConfig, path: str | Path) -> None:
 def config_hash(cfg: RunConfig, section: str | None = None) -> str:
     """A short stable hash of the settings (or of one section such as 'model')."""
     d = to_dict(cfg)
+    d["train"].pop("gpus", None)  # where a run trains does not change what it trains
     if section is not None:
         d = d[section]
     blob = json.dumps(d, sort_keys=True).encode()
@@ -384,6 +389,12 @@ def validate(cfg: RunConfig) -> None:
 
     t = cfg.train
     _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
+    _check(t.gpus >= 1, f"train.gpus must be at least 1, got {t.gpus}")
+    _check(
+        t.batch_size % t.gpus == 0,
+        f"train.batch_size = {t.batch_size} (the global batch) is not divisible by train.gpus = {t.gpus}; "
+        f"each GPU takes batch_size / gpus rows: pick a multiple of {t.gpus}",
+    )
     _check(t.epochs > 0 or t.steps > 0, "set train.epochs or train.steps to a positive value")
     _check(t.lr_start >= 0 and t.lr_peak > 0 and t.lr_end >= 0, "train learning rates must be >= 0 (lr_peak > 0)")
     for name in ("ema_start", "ema_mid", "ema_end"):

@@ -9,6 +9,10 @@
 4. The predictor maps the chosen context features + target positions to predictions.
 5. Smooth-L1 between predictions and targets, averaged over real, non-register target
    tokens, plus the DiffMoE capacity-predictor losses of the student and the predictor.
+
+Under torch.distributed (training mode), step 5 divides this process's token-loss sum by
+the mean token count per process (the all-reduced count / world size): averaged over
+ranks - as DDP averages gradients - that is exactly the loss over the whole global batch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -116,7 +121,7 @@ class IJEPA(nn.Module):
         per_channel = F.smooth_l1_loss(predictions.float(), pred_targets, reduction="none", beta=o.smooth_l1_beta)
         token_losses = per_channel.mean(-1) * token_mask
         count = token_mask.sum()
-        loss = token_losses.sum() / count.clamp_min(1)
+        loss = token_losses.sum() / _mean_count_per_process(count, self.training).clamp_min(1)
         moe_stats = self._moe_stats()
         if "moe_aux_loss" in moe_stats:
             moe_stats["prediction_loss"] = loss  # the smooth-L1 alone, comparable with dense runs
@@ -168,6 +173,16 @@ class IJEPA(nn.Module):
         if aux:
             stats["moe_aux_loss"] = torch.stack(aux).sum()
         return stats
+
+
+def _mean_count_per_process(count: torch.Tensor, training: bool) -> torch.Tensor:
+    """`count` itself in one process; in training under torch.distributed the count summed
+    over processes divided by their number (a constant: no gradient flows through it)."""
+    if not (training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return count
+    total = count.detach().float().reshape(1)
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).reshape(())
 
 
 def targets_rankme(targets: torch.Tensor, max_tokens: int | None = None, generator: torch.Generator | None = None) -> float:

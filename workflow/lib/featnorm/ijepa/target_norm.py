@@ -8,6 +8,8 @@ Modes, over the real target tokens of a batch (padding and registers never enter
   running-batchnorm-singleton  one scalar mean and variance over tokens and channels, EMA (beta)
 The running modes update their buffers in training mode, then normalize with the updated
 values; in eval mode they use the buffers as they are. Buffers start at mean 0, var 1.
+In training mode under torch.distributed, the batch statistics are over the real target
+tokens of every process (all-reduced before the EMA), so every rank keeps the same buffers.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class TargetNorm(nn.Module):
             return x
         if self.mode == "layernorm":
             return F.layer_norm(x, (x.shape[-1],), eps=LAYERNORM_EPS)
-        mean, var = masked_mean_var(x, mask, per_channel=not self.mode.endswith("singleton"))
+        mean, var = masked_mean_var(x, mask, per_channel=not self.mode.endswith("singleton"), sync=self.training)
         if self.mode.startswith("running"):
             if self.training:
                 self.running_mean.lerp_(mean, 1 - self.beta)

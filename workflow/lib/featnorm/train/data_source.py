@@ -61,13 +61,20 @@ def lidar_set(cfg: RunConfig, checkpoint_dir: Path, shards: list) -> tuple[list[
     return images, seed
 
 
-def build_train_data(cfg: RunConfig, checkpoint_dir: str | Path) -> TrainData:
-    """TrainData over `cfg.data.train_shards` (raises ShardError naming a missing path)."""
+def build_train_data(cfg: RunConfig, checkpoint_dir: str | Path, rank: int = 0, world_size: int = 1) -> TrainData:
+    """TrainData over `cfg.data.train_shards` (raises ShardError naming a missing path).
+
+    With several processes, this rank's part of every epoch in batches of
+    `train.batch_size / world_size` rows (a ValueError if that does not divide)."""
+    from dataclasses import replace
+
     from featnorm.data import PipelineSpec, TrainLoader
+    from featnorm.train.distributed import per_rank_batch_size
 
     if not cfg.data.train_shards:
         raise ValueError("data.train_shards is empty: set it to a shard directory (with manifest.json) or a brace pattern")
-    loader = TrainLoader.from_config(cfg)
+    rank_cfg = replace(cfg, train=replace(cfg.train, batch_size=per_rank_batch_size(cfg.train.batch_size, world_size)))
+    loader = TrainLoader.from_config(rank_cfg, rank=rank, world_size=world_size)
 
     def lidar_views() -> LidarViews:
         images, seed = lidar_set(cfg, Path(checkpoint_dir), loader.shards)

@@ -11,6 +11,19 @@ data position (epoch, batches taken in it), and the torch / CUDA / Python / NumP
 states plus the window-sampling generator. A restarted run continues bit for bit on the
 CPU. Checkpoints are written every `train.checkpoint_every` steps, at every end of a pass
 over the data, on SIGTERM / SIGINT, and at the end of the run.
+
+Several processes (`torchrun --nproc-per-node N`, `dist=DistInfo(rank, N)`; see
+featnorm.train.distributed): the model is wrapped in DistributedDataParallel; each rank
+trains on its own part of every epoch with `train.batch_size / N` rows (the data source is
+built per rank); every step the ranks agree, in one small all-reduce, on whether the epoch
+goes on (the epoch ends for all at the first rank that runs out, so per-rank batch counts
+may differ) and whether a stop signal arrived anywhere; the loss, metrics and image counts
+in the log are over all ranks. Rank 0 alone writes the config, the log, checkpoints and
+`model.pt`; every rank reads the checkpoint to resume. A checkpoint keeps every rank's
+random state: resuming on the same number of processes continues exactly; on another
+number, the data of the interrupted epoch cannot be re-split, so the run continues at the
+start of the next epoch (step, images seen, weights and optimizer kept; random streams
+re-seeded from (seed, step, rank)).
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ from featnorm.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from featnorm.train import distributed as ddp
+from featnorm.train.distributed import SINGLE, DistInfo
 from featnorm.train.diagnostics import ExternalSinks, JsonlLog, batch_stats, lidar_of_views, rankme_of_targets
 from featnorm.train.schedule import ema_beta, learning_rate
 from featnorm.train.signals import StopRequest
@@ -116,6 +131,7 @@ class Trainer:
         force_resume: bool = False,
         device: torch.device | str | None = None,
         progress: bool | None = None,
+        dist: DistInfo = SINGLE,
     ) -> None:
         from featnorm.ijepa import IJEPA
 
@@ -126,7 +142,10 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.hash = config_hash(cfg)
         self.progress = progress
+        self.dist = dist
         t = cfg.train
+        if dist.enabled:
+            ddp.per_rank_batch_size(t.batch_size, dist.world_size)  # a clear error if not divisible
 
         torch.manual_seed(cfg.seed)
         self.model = IJEPA(cfg.model).to(self.device)
@@ -134,8 +153,21 @@ class Trainer:
             param_groups(self.model, t.weight_decay), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay,
             fused=True,  # one kernel for all parameters, on the CPU as on CUDA
         )
-        self.window_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        # each rank draws its own predictor windows (rank 0's stream is the one-process one)
+        self.window_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1 + 1_000_003 * dist.rank)
+        self.forward = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Running statistics are synchronised by the layers themselves (all-reduced batch
+            # statistics), so DDP need not broadcast buffers; some options (registers wiped,
+            # DiffMoE routing) leave parameters without gradient in a step.
+            self.forward = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=True,
+            )
+        if t.compile:
+            self.forward = torch.compile(self.forward)
         self.step = 0
         self.images_seen = 0
         self.epoch = 0
@@ -173,6 +205,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": None,  # bf16 autocast needs no loss scaling
             "rng": rng_state(self.window_generator),
+            "world_size": self.dist.world_size,
         }
 
     def _load_state(self, state: dict) -> None:
@@ -182,12 +215,37 @@ class Trainer:
         self.images_seen = int(state["images_seen"])
         self.epoch = int(state["data_position"]["epoch"])
         self.batch_in_epoch = int(state["data_position"]["batch_in_epoch"])
-        set_rng_state(state["rng"], self.window_generator)
+        saved_world = int(state.get("world_size", 1))
+        per_rank = state.get("rng_per_rank")
+        if saved_world == self.dist.world_size:
+            set_rng_state(per_rank[self.dist.rank] if per_rank else state["rng"], self.window_generator)
+            return
+        # Another number of processes: the interrupted epoch's split among ranks cannot be
+        # continued, so go on at the next epoch boundary, with fresh per-rank random streams.
+        if self.batch_in_epoch > 0:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        torch.manual_seed(self.cfg.seed + 7919 * self.step + 104_729 * self.dist.rank)
+        self.window_generator.manual_seed(self.cfg.seed + 1 + 1_000_003 * self.dist.rank + 7919 * self.step)
+        if self.dist.is_main:
+            print(f"resuming a {saved_world}-process checkpoint on {self.dist.world_size} processes: "
+                  f"continuing at the start of epoch {self.epoch} (step {self.step}, {self.images_seen} images seen)",
+                  file=sys.stderr)
 
     def save_checkpoint(self) -> Path:
-        if self.last_checkpoint is not None and self.last_checkpoint.name == f"ckpt-{self.step:09d}.pt" and self.last_checkpoint.exists():
+        """Every rank calls this at the same steps (it gathers their random states); rank 0 writes."""
+        name = f"ckpt-{self.step:09d}.pt"
+        if self.last_checkpoint is not None and self.last_checkpoint.name == name and (self.dist.enabled or self.last_checkpoint.exists()):
             return self.last_checkpoint  # nothing new since (e.g. epoch end right after a periodic one)
-        self.last_checkpoint = save_checkpoint(self._state(), self.ckpt_dir, self.step, self.cfg.train.keep_checkpoints)
+        if not self.dist.enabled:
+            self.last_checkpoint = save_checkpoint(self._state(), self.ckpt_dir, self.step, self.cfg.train.keep_checkpoints)
+            return self.last_checkpoint
+        per_rank = ddp.gather_objects(rng_state(self.window_generator))
+        if self.dist.is_main:
+            state = self._state()
+            state["rng_per_rank"] = per_rank
+            save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.train.keep_checkpoints)
+        self.last_checkpoint = self.ckpt_dir / name
         return self.last_checkpoint
 
     def final_model(self) -> dict:
@@ -244,6 +302,45 @@ class Trainer:
                 cur, nxt = nxt, pull(it)
                 yield cur, nxt is None
 
+    def _synced_batches(self, stop: StopRequest) -> Iterator[tuple[PackedBatch, bool, bool]]:
+        """Several processes: yields (batch, last_of_epoch, stop) with all three agreed by every
+        rank. An epoch ends for all ranks at the first rank that runs out of batches."""
+        skip = self.batch_in_epoch
+        empty_passes = 0
+
+        def pull(it):
+            with torch.random.fork_rng(devices=[]):
+                return next(it, None)
+
+        while True:
+            it = iter(self.data.epoch_batches(self.epoch, skip))
+            skip = 0
+            cur = pull(it)
+            yielded = False
+            while True:
+                nxt = pull(it) if cur is not None else None
+                flags = torch.tensor([float(cur is None), float(nxt is None), float(stop.requested)])
+                if self.dist.enabled:
+                    flags = flags.to(self.device)
+                    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                none_here, last, stop_now = (bool(v) for v in flags.tolist())
+                if none_here:
+                    break
+                yielded = True
+                yield cur, last, stop_now
+                if last:
+                    break
+                cur = nxt
+            if not yielded:  # some rank had nothing in this epoch
+                empty_passes += 1
+                if empty_passes > 1:
+                    raise RuntimeError(f"the training data yielded no batch on some rank in epoch {self.epoch}; check data.train_shards = "
+                                       f"{self.cfg.data.train_shards!r} (enough images for {self.dist.world_size} processes?)")
+                self.epoch += 1
+                self.batch_in_epoch = 0
+            else:
+                empty_passes = 0
+
     def train_step(self, batch: PackedBatch) -> tuple[dict, object]:
         t = self.cfg.train
         lr = learning_rate(t, self.step, self._steps_left())
@@ -255,6 +352,8 @@ class Trainer:
             out = self.forward(batch, generator=self.window_generator)
         loss = out.loss.float()
         loss_value = float(loss.detach())
+        if self.dist.enabled:  # the global loss (every rank sees the same value, so all stop together on NaN)
+            loss_value = ddp.mean_over_ranks({"loss": loss_value}, self.device)["loss"]
         if not math.isfinite(loss_value):
             kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             raise NonFiniteLossError(f"loss is {loss_value} at step {self.step + 1}; stopping, {kept}")
@@ -268,30 +367,68 @@ class Trainer:
         self.model.ema_update(beta)
         return row, out
 
+    def _global_stats(self, stats: dict) -> dict:
+        """Batch statistics over every rank's batch: image and token counts summed, rates
+        and sizes weighted by images."""
+        n = stats["images"]
+        s = ddp.sum_over_ranks({"images": n, "real_tokens": stats["real_tokens"],
+                                "mask_rate": stats["mask_rate"] * n, "mean_side": stats["mean_side"] * n}, self.device)
+        images = max(s["images"], 1.0)
+        return {**stats, "images": int(round(s["images"])), "real_tokens": int(round(s["real_tokens"])),
+                "mask_rate": s["mask_rate"] / images, "mean_side": s["mean_side"] / images}
+
+    def _global_row(self, row: dict) -> dict:
+        """Loss (already global) and per-step values averaged over ranks (identical ones stay)."""
+        rest = {k: v for k, v in row.items() if k != "loss" and isinstance(v, (int, float))}
+        return {**row, **ddp.mean_over_ranks(rest, self.device)}
+
+    def _lidar_views(self):
+        """The fixed LiDAR views: rank 0 reads or draws them (and stores the set), the other
+        ranks get them from rank 0; every rank then computes the same LiDAR value."""
+        if not self.dist.enabled:
+            return self.data.lidar_views()
+        box = [self.data.lidar_views() if self.dist.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
     def run(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _write_config_once(cfg, self.out_dir / "config.yaml")
-        log = JsonlLog(self.out_dir / "train_log.jsonl", self.step if self.resumed_from else None)
-        sinks = ExternalSinks(t.tensorboard, t.wandb, self.out_dir, cfg.name, to_dict(cfg))
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _write_config_once(cfg, self.out_dir / "config.yaml")
+            log = JsonlLog(self.out_dir / "train_log.jsonl", self.step if self.resumed_from else None)
+            sinks = ExternalSinks(t.tensorboard, t.wandb, self.out_dir, cfg.name, to_dict(cfg))
+        else:
+            log = sinks = _NoSink()
         lidar_views = None
-        bar = _progress_bar(self.total_steps, self.step, self.progress)
+        bar = _progress_bar(self.total_steps, self.step, self.progress) if main else None
         self.model.train()
         stopped_by = "done"
         try:
             with StopRequest() as stop:
                 if self.resumed_from is None and self.step == 0:
                     self.save_checkpoint()  # step 0: a NaN on the first steps still leaves a start point
-                batches = self._batches()
+                batches = self._synced_batches(stop) if self.dist.enabled else self._batches()
                 tick = time.perf_counter()
                 while not self._done():
-                    if stop.requested:
-                        stopped_by = stop.name
-                        break
-                    batch, last_of_epoch = next(batches)
+                    if self.dist.enabled:
+                        batch, last_of_epoch, stop_now = next(batches)
+                        if stop_now:
+                            stopped_by = stop.name or "SIGTERM"  # the signal may have reached another rank
+                            break
+                    else:
+                        if stop.requested:
+                            stopped_by = stop.name
+                            break
+                        batch, last_of_epoch = next(batches)
                     stats = batch_stats(batch, cfg.model.patch_size)
+                    if self.dist.enabled:
+                        stats = self._global_stats(stats)
                     row, out = self.train_step(batch)
+                    if self.dist.enabled:
+                        row = self._global_row(row)
                     self.step += 1
                     self.images_seen += stats["images"]
                     self.batch_in_epoch += 1
@@ -315,7 +452,7 @@ class Trainer:
                         sinks.write(r)
                     if t.lidar_every > 0 and self.step % t.lidar_every == 0 and self.data.lidar_views is not None:
                         if lidar_views is None:
-                            lidar_views = self.data.lidar_views()
+                            lidar_views = self._lidar_views()
                         r = {"step": self.step, "lidar": lidar_of_views(self.model.student, lidar_views, t.lidar_images, t.lidar_augmentations, self.device),
                              "lidar_images": t.lidar_images, "lidar_augmentations": t.lidar_augmentations}
                         log.write(r)
@@ -332,9 +469,20 @@ class Trainer:
                 bar.close()
             log.close()
             sinks.close()
-        if stopped_by == "done":
+        if stopped_by == "done" and self.dist.is_main:
             save_atomic(self.final_model(), self.out_dir / "model.pt")
+        ddp.barrier()  # model.pt is complete when any rank returns
         return TrainResult(self.step, self.images_seen, stopped_by)
+
+
+class _NoSink:
+    """Log and sinks of ranks other than 0: they write nothing."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _write_config_once(cfg: RunConfig, path: Path) -> None:
