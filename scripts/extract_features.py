@@ -7,11 +7,17 @@ The teacher encoder of model.pt (eval mode) encodes 256 x 256 centre crops, one 
 row; the features of the embedding output and of every block, averaged over the image's
 patch tokens, are written as one feature shard per image shard (see
 featnorm.evaluation.features). Interrupted runs resume at the first incomplete image shard.
+
+Several GPUs: `torchrun --standalone --nproc-per-node N scripts/extract_features.py ...`;
+the image shards are split among the ranks (each writes its own part, resumable with the
+same N; with another N the parts are extracted afresh), then rank 0 merges them into the
+same directory one process writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +27,8 @@ from featnorm.config import config_hash
 from featnorm.data.shards import ShardError, resolve_shards
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpoint_dict, load_encoder
 from featnorm.evaluation.eval_data import shard_batches, shard_counts
-from featnorm.evaluation.features import FeatureCacheError, extract_features
+from featnorm.evaluation.eval_data import image_quota
+from featnorm.evaluation.features import FeatureCacheError, extract_features, merge_feature_parts, part_dir, read_manifest
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:  # under torchrun: one process per GPU
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        try:
+            return _extract(args, device, rank, world)
+        finally:
+            dist.destroy_process_group()
+    return _extract(args, device, 0, 1)
+
+
+def _extract(args, device: str, rank: int, world: int) -> int:
     try:
         encoder, cfg = load_encoder(args.model, args.weights, device)
         ckpt = load_checkpoint_dict(args.model)
@@ -68,14 +91,48 @@ def main(argv: list[str] | None = None) -> int:
                                  patch_size=cfg.model.patch_size, num_registers=cfg.model.encoder.num_registers,
                                  num_workers=args.num_workers, max_images=args.max_images)
 
-        manifest = extract_features(encoder, make_batches, names, args.out, source=source, total=total,
-                                    device=device, progress=not args.no_progress)
+        if world == 1:
+            manifest = extract_features(encoder, make_batches, names, args.out, source=source, total=total,
+                                        device=device, progress=not args.no_progress)
+        else:
+            manifest = _extract_share(args, encoder, cfg, shards, counts, names, source, device, rank, world)
     except (CheckpointError, ShardError, FeatureCacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if rank != 0:
+        return 0
     print(f"features of {manifest['count']} images x {manifest['num_depths']} depths x {manifest['dim']} "
           f"written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _extract_share(args, encoder, cfg, shards, counts, names, source, device, rank, world) -> dict:
+    """This rank's image shards (r, r + N, ...) into its part directory; rank 0 merges."""
+    import torch.distributed as dist
+
+    final = read_manifest(args.out)
+    if final is not None and (final.get("source") != source or final.get("source_shards") != names):
+        raise FeatureCacheError(f"{args.out}: holds features of {final.get('source')}, not of {source}; "
+                                "delete the directory or choose another --out")
+    if final is not None and final["complete"]:
+        return final  # every rank reads the same finished manifest
+    quota = image_quota(counts, args.max_images)
+    mine = list(range(rank, len(shards), world))
+
+    def make_batches(done: set[str]):
+        for i in mine:  # per shard, with the one-process run's quota of that shard
+            yield from shard_batches([shards[i]], [counts[i]], done, batch_size=args.batch_size, image_size=args.image_size,
+                                     patch_size=cfg.model.patch_size, num_registers=cfg.model.encoder.num_registers,
+                                     num_workers=args.num_workers, max_images=quota[i])
+
+    part = part_dir(args.out, rank, world)
+    extract_features(encoder, make_batches, [names[i] for i in mine], part, source=source, device=device,
+                     progress=not args.no_progress and rank == 0)
+    dist.barrier()
+    if rank == 0:
+        merge_feature_parts(args.out, [part_dir(args.out, r, world) for r in range(world)], names, source)
+    dist.barrier()
+    return read_manifest(args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ granularity without decoding what is done, whatever the number of loader workers
 Feature files and the manifest are written atomically (temporary file + rename), and the
 manifest lists a shard only once its file is complete. `load_features` concatenates the
 shards in `source_shards` order.
+
+Several processes (`torchrun ... scripts/extract_features.py`): rank r extracts the image
+shards r, r + N, r + 2N, ... into its own part directory `.parts/w<N>-r<r>/` (a complete
+cache of its own, resumable as above); when all parts are complete, rank 0 moves their
+feature files into place under their global names and writes the one manifest
+(`merge_feature_parts`). The result is the same directory a single process writes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -175,6 +182,43 @@ def extract_features(
         raise FeatureCacheError(f"{out_dir}: the batch source ended before image shards {missing[:3]} were complete")
     manifest["complete"] = True
     _atomic_write_json(manifest, out_dir / MANIFEST)
+    return manifest
+
+
+def part_dir(out_dir: str | Path, rank: int, world_size: int) -> Path:
+    """Where rank `rank` of `world_size` extraction processes writes its share."""
+    return Path(out_dir) / ".parts" / f"w{world_size}-r{rank}"
+
+
+def merge_feature_parts(out_dir: str | Path, parts: list[Path], source_shards: list[str], source: dict) -> dict:
+    """Move the feature files of complete per-rank part caches into `out_dir` under their
+    global names and write its complete manifest; the part directories are removed.
+    Safe to rerun after an interruption (a file already moved is found in place)."""
+    out_dir = Path(out_dir)
+    index = {name: i for i, name in enumerate(source_shards)}
+    manifest = {"format": FORMAT, "source": source, "source_shards": list(source_shards), "num_depths": None,
+                "dim": None, "dtype": "float16", "shards": {}, "count": 0, "complete": False}
+    for part in parts:
+        m = read_manifest(part)
+        if m is None or not m["complete"] or m.get("source") != source:
+            raise FeatureCacheError(f"{part}: this rank's features are missing or incomplete; rerun the extraction")
+        for name, entry in m["shards"].items():
+            dst = f"features-{index[name]:05d}.pt"
+            src = part / entry["file"]
+            if src.exists():
+                os.replace(src, out_dir / dst)
+            elif not (out_dir / dst).exists():
+                raise FeatureCacheError(f"{src}: listed in {part / MANIFEST} but missing; delete {part} and rerun")
+            manifest["shards"][name] = {"file": dst, "count": int(entry["count"])}
+            manifest["count"] += int(entry["count"])
+        if m["num_depths"] is not None:
+            manifest["num_depths"], manifest["dim"] = m["num_depths"], m["dim"]
+    missing = [s for s in source_shards if s not in manifest["shards"]]
+    if missing:
+        raise FeatureCacheError(f"{out_dir}: no rank extracted image shards {missing[:3]}")
+    manifest["complete"] = True
+    _atomic_write_json(manifest, out_dir / MANIFEST)
+    shutil.rmtree(out_dir / ".parts", ignore_errors=True)
     return manifest
 
 
