@@ -6,7 +6,8 @@ batches) with 0, 1 and 2 DataLoader workers on (a) the demo classification shard
 (b) shards of natural-looking JPEGs (1/f-noise colour images, quality 90, sides 64-320),
 and packing efficiency (real tokens / slots) of the context and target segments at the
 paper's settings (max side 256, 128 + 192 tokens, 64 rows per pack), on those shards and
-on ImageNet-like image sizes (short side 256, common aspect ratios; sizes only).
+on ImageNet-like image sizes (short side 256, common aspect ratios; sizes only), the latter
+also with `data.packing_rebalance: false` (every image keeps its drawn split).
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ def packs_on_shards(shards: Path) -> dict:
     return {"packs": len(e), "context": float(e[:, 0].mean()), "target": float(e[:, 1].mean())}
 
 
-def packs_imagenet_like(n: int = 30000, seed: int = 0) -> dict:
+def packs_imagenet_like(n: int = 30000, seed: int = 0, rebalance: bool = True) -> dict:
+    """`rebalance=False`: the packer keeps every image's drawn split (data.packing_rebalance)."""
     rng = np.random.default_rng(seed)
-    packer = Packer(64, 128, 192, 2, 3)
+    packer = Packer(64, 128, 192, 2, 3, rebalance=rebalance)
     effs, drawn, used = [], [], []
     items = {}
     t = time.perf_counter()
@@ -153,9 +155,11 @@ def main(argv=None) -> None:
             }
             print(name, json.dumps(result[name]), flush=True)
         result["packing_imagenet_like_sizes"] = packs_imagenet_like()
+        result["packing_imagenet_like_sizes_no_rebalance"] = packs_imagenet_like(rebalance=False)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["packing_imagenet_like_sizes"]))
+    print(json.dumps(result["packing_imagenet_like_sizes_no_rebalance"]))
 
 
 if __name__ == "__main__":

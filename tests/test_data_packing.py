@@ -143,27 +143,53 @@ def test_segment_lengths_round_registers_to_windows():
     assert segment_lengths(128, 192, 2, 3) == (132, 192)
 
 
-def test_packing_efficiency_at_paper_settings():
-    """Paper settings (256 max side, 128 + 192 tokens, 64 rows): >= 0.95 in both segments.
-    Only sizes matter, so zero pixels keep it fast."""
+def _pack_paper_like_sizes(rebalance, n=3000, seed=0):
+    """Paper settings (256 max side, 128 + 192 tokens, 64 rows): per full pack the efficiency
+    `(context, target)`, and per packed image `(packed, drawn, windows)`. Only sizes matter,
+    so zero pixels keep it fast."""
     from featnorm.data.packing import PackItem
     from featnorm.data.windows import context_window_range
 
-    rng = np.random.default_rng(0)
-    packer = Packer(64, 128, 192, 2, 3)
-    effs = []
-    for _ in range(3000):
+    rng = np.random.default_rng(seed)
+    packer = Packer(64, 128, 192, 2, 3, rebalance=rebalance)
+    effs, counts, drawn = [], [], {}
+    for i in range(n):
         a = rng.choice([4 / 3, 1.0, 3 / 4, 1.5])
         h, w = (256, int(256 * a)) if a >= 1 else (int(256 / a), 256)
         H, W = random_resize_shape(h, w, rng, 64, 256, 32)
         gh, gw = H // 16, W // 16
         t = gh * gw // 4
         lo, hi = context_window_range(t, 0.25, 0.5, 32, 48)
-        packer.add(PackItem(np.zeros((gh * gw, 3), np.uint8), gh, gw, rng.permutation(t), lo, hi, int(rng.integers(lo, hi + 1))))
+        drawn[i] = (int(rng.integers(lo, hi + 1)), t)
+        packer.add(PackItem(np.zeros((gh * gw, 3), np.uint8), gh, gw, rng.permutation(t), lo, hi, drawn[i][0], key=i))
         if packer.ready():
-            effs.append(packing_efficiency(packer.pack().token_ids, 128))
-    e = np.array(effs[1:])
+            pack = packer.pack()
+            effs.append(packing_efficiency(pack.token_ids, 128))
+            counts += [(c, *drawn[k]) for k, c in zip(pack.keys, pack.num_context)]
+    return np.array(effs[1:]), np.array(counts)
+
+
+def test_packing_efficiency_at_paper_settings():
+    e, counts = _pack_paper_like_sizes(rebalance=True)
     assert e[:, 0].mean() >= 0.95 and e[:, 1].mean() >= 0.95, e.mean(0)
+    packed, drawn = (counts[:, 0] / counts[:, 2]).mean(), (counts[:, 1] / counts[:, 2]).mean()
+    assert packed > drawn, "rebalancing moves target windows into the context"
+
+
+def test_packing_without_rebalance_keeps_every_drawn_context_count():
+    e, counts = _pack_paper_like_sizes(rebalance=False)
+    assert (counts[:, 0] == counts[:, 1]).all(), "every image keeps its drawn number of context windows"
+    assert (counts[:, 0] / counts[:, 2]).mean() == (counts[:, 1] / counts[:, 2]).mean()
+    assert e[:, 1].mean() >= 0.9, e.mean(0)  # best fit still fills rows (the target segment binds)
+
+
+def test_packing_rebalance_is_threaded_from_the_config():
+    from featnorm.config import RunConfig
+
+    cfg = RunConfig()
+    assert PipelineSpec.from_config(cfg).packer().rebalance is True
+    cfg.data.packing_rebalance = False
+    assert PipelineSpec.from_config(cfg).packer().rebalance is False
 
 
 def test_packer_rejects_image_that_can_never_fit():

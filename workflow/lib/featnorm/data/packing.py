@@ -27,6 +27,13 @@ The price: every image's context count stays inside the paper's bounds, but the 
 context fraction rises from 0.383 (as drawn) to about 0.402 (measured by
 benchmarks/data_pipeline.py). Images that fit in no row wait in the buffer for the next
 pack.
+
+`Packer(rebalance=False)` (config `data.packing_rebalance: false`) reproduces the reference's
+mask ratios exactly: every image keeps its drawn number of context windows. Only pass 1 runs,
+without its fallback: an image whose drawn split fits no row waits in the buffer (oldest
+first in the next pack), as does any other image that does not fit. Best fit over the
+look-ahead buffer still applies, so the mean context fraction equals the drawn one, at a
+lower efficiency (about 0.90 context, 0.97 target at the paper's settings).
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ class Packer:
         num_registers: int = 0,
         lookahead: int | None = None,
         max_age: int = 4,
+        rebalance: bool = True,
     ):
         w2 = window_size * window_size
         if context_length % w2 or target_length % w2:
@@ -109,12 +117,15 @@ class Packer:
         self.register_windows = -(-num_registers // w2)
         self.lookahead = lookahead if lookahead is not None else rows * 8
         self.max_age = max_age
+        self.rebalance = rebalance  # False: every image keeps its drawn split (pass 1 only)
         self.buffer: list[PackItem] = []
 
     def add(self, item: PackItem) -> None:
         cap_c = self.context_length // self.w2 - self.register_windows
         cap_t = self.target_length // self.w2
-        if item.lo > cap_c or item.num_windows - item.hi > cap_t:
+        # with rebalancing some count in [lo, hi] must fit an empty row; without, the drawn one
+        lo, hi = (item.lo, item.hi) if self.rebalance else (item.drawn, item.drawn)
+        if lo > cap_c or item.num_windows - hi > cap_t:
             raise ValueError(
                 f"image {item.key} ({item.gh}x{item.gw} patches) can never fit a row of "
                 f"{self.context_length}+{self.target_length} tokens"
@@ -149,6 +160,9 @@ class Packer:
                 slack = np.where(fit, rc + rt, np.iinfo(np.int64).max)
                 r = int(np.argmin(slack))
                 n = it.drawn
+            elif not self.rebalance:
+                left.append(it)
+                continue
             else:
                 n_min = np.maximum(it.lo, t - rt)
                 n_max = np.minimum(it.hi, rc - reg)
@@ -162,9 +176,10 @@ class Packer:
             rc[r] -= reg + n
             rt[r] -= t - n
             placed[r].append((it, n))
-        if left:
-            left = self._fill_gaps(placed, rc, rt, left)
-        self._balance(placed, rc, rt)
+        if self.rebalance:
+            if left:
+                left = self._fill_gaps(placed, rc, rt, left)
+            self._balance(placed, rc, rt)
         return placed, left
 
     def _balance(self, placed, rc, rt) -> None:

@@ -72,6 +72,7 @@ class PipelineSpec:
     max_target_tokens: int
     rows_per_pack: int
     shuffle_buffer: int
+    packing_rebalance: bool  # False: every image keeps its drawn context count (see packing.py)
 
     @classmethod
     def defaults(cls, **changes) -> "PipelineSpec":
@@ -93,6 +94,7 @@ class PipelineSpec:
             max_target_tokens=d.max_target_tokens,
             rows_per_pack=d.rows_per_pack,
             shuffle_buffer=d.shuffle_buffer,
+            packing_rebalance=d.packing_rebalance,
         )
 
     @property
@@ -105,7 +107,8 @@ class PipelineSpec:
 
     def packer(self, rows: int | None = None) -> Packer:
         lc, lt = self.segments
-        return Packer(rows or self.rows_per_pack, lc, lt, self.window_size, self.patch_dim, self.num_registers)
+        return Packer(rows or self.rows_per_pack, lc, lt, self.window_size, self.patch_dim, self.num_registers,
+                      rebalance=self.packing_rebalance)
 
 
 def image_bytes(sample: dict) -> bytes | None:
