@@ -275,3 +275,26 @@ def test_torchrun_two_processes_lower_the_loss_and_resume(tmp_path, demo_shards)
     want = {r["step"]: r["loss"] for r in log if "loss" in r}
     for r in log2:  # same number of ranks: the continuation is the uninterrupted run's
         assert r["loss"] == pytest.approx(want[r["step"]], rel=1e-4, abs=1e-5)
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_at_the_next_epoch(tmp_path, demo_shards):  # noqa: F811
+    from test_train_pretrain import pretrain
+
+    cfg = write_config(tmp_path / "run.yaml", demo_shards, steps=12, checkpoint_every=3, keep_checkpoints=10,
+                       lidar_every=0, rankme_every=0)
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    p = torchrun("--config", cfg, "--out", out, "--checkpoint-dir", ck)
+    assert p.returncode == 0, p.stderr[-3000:]
+    # keep a mid-epoch checkpoint only (epoch ends also write one: pick a step that is not one)
+    states = {int(q.name[5:14]): torch.load(q, map_location="cpu", weights_only=True) for q in ck.glob("ckpt-*.pt")}
+    step, state = next((s, st) for s, st in sorted(states.items()) if st["data_position"]["batch_in_epoch"] > 0)
+    ck1 = tmp_path / "ck1"
+    ck1.mkdir()
+    (ck1 / f"ckpt-{step:09d}.pt").write_bytes((ck / f"ckpt-{step:09d}.pt").read_bytes())
+    p1 = pretrain("--config", cfg, "--out", tmp_path / "out1", "--checkpoint-dir", ck1, "--device", "cpu", "--no-progress")
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    assert "resuming a 2-process checkpoint on 1 processes" in p1.stderr
+    assert f"start of epoch {state['data_position']['epoch'] + 1}" in p1.stderr
+    log1 = [r for r in rows(tmp_path / "out1") if "loss" in r]
+    assert [r["step"] for r in log1] == list(range(step + 1, 13))
+    assert log1[0]["images_seen"] > state["images_seen"]

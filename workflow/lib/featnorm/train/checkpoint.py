@@ -104,7 +104,12 @@ def rng_state(window_generator: torch.Generator | None = None) -> dict:
         "python": _python_state_to_plain(random.getstate()),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # one process per GPU: only this process's device (get_rng_state_all would open a
+            # CUDA context on every visible GPU from every process)
+            state["cuda_current"] = torch.cuda.get_rng_state()
+        else:
+            state["cuda"] = torch.cuda.get_rng_state_all()
     try:
         import numpy as np
 
@@ -128,6 +133,8 @@ def set_rng_state(state: dict, window_generator: torch.Generator | None = None) 
     random.setstate(_plain_to_python_state(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_current" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_current"])
     if "numpy" in state:
         import numpy as np
 
