@@ -446,7 +446,7 @@ class Trainer:
                     if self.step % t.log_every == 0 or self._done():
                         log.write(full)
                         sinks.write(full)
-                    if t.rankme_every > 0 and self.step % t.rankme_every == 0:
+                    if t.rankme_every > 0 and self.step % t.rankme_every == 0 and main:  # rank 0's targets
                         r = {"step": self.step, "rankme": rankme_of_targets(out.targets)}
                         log.write(r)
                         sinks.write(r)
