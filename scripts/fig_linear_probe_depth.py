@@ -7,26 +7,29 @@ run, the best depth starred, from each run's eval/linear_probe.json. Writes PREF
 
 from __future__ import annotations
 
-import argparse
-
 from featnorm.plotting.linear_probe_depth import make_linear_probe_depth
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import USER_ERRORS, add_figure_outputs, add_run_options, figure_paths, fail
+from featnorm.plotting.script_options import (
+    add_figure_outputs,
+    add_run_options,
+    figure_parser,
+    figure_paths,
+    print_written,
+    user_errors_reported,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = figure_parser(__doc__)
     add_run_options(p)
     p.add_argument("--metric", choices=("top1", "top5"), default="top1", help="accuracy to plot (default top1)")
     add_figure_outputs(p)
     args = p.parse_args(argv)
-    try:
+    with user_errors_reported(p):
         paths = figure_paths(p, args)
         runs = load_runs(args.runs, args.names)
         make_linear_probe_depth(runs, paths, args.metric)
-        print("wrote", ", ".join(map(str, paths)))
-    except USER_ERRORS as e:
-        fail(p, e)
+        print_written(paths)
 
 
 if __name__ == "__main__":

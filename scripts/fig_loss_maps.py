@@ -11,47 +11,27 @@ Writes PREFIX.png, PREFIX.pdf and PREFIX.npz (the maps: `<run>/mean`, `<run>/cou
 
 from __future__ import annotations
 
-import argparse
-
-from featnorm.plotting.image_sources import load_images
 from featnorm.plotting.loss_maps import loss_maps_for_runs, make_loss_map_figure, save_maps
-from featnorm.plotting.model_io import resolve_device
-from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
-    USER_ERRORS,
-    add_device_option,
-    add_figure_outputs,
-    add_image_options,
-    add_mask_options,
-    add_run_options,
-    fail,
-    figure_paths,
+    image_figure_inputs,
+    image_figure_parser,
     output_path,
-    require_models,
+    print_written,
+    user_errors_reported,
 )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_options(p)
-    add_image_options(p)
-    add_mask_options(p)
-    add_device_option(p)
-    add_figure_outputs(p, extra="npz")
+    p = image_figure_parser(__doc__, masks=True, extra_output="npz")
     args = p.parse_args(argv)
-    try:
-        paths = figure_paths(p, args)
-        runs = load_runs(args.runs, args.names)
-        require_models(p, runs)
-        images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
-        maps, counts, _ = loss_maps_for_runs(runs, images, args.masks, args.batch_size, args.seed, resolve_device(args.device))
-        make_loss_map_figure(images, maps, paths, args.masks)
+    with user_errors_reported(p):
+        fig = image_figure_inputs(p, args)
+        maps, counts, _ = loss_maps_for_runs(fig.runs, fig.images, args.masks, args.batch_size, args.seed, fig.device)
+        make_loss_map_figure(fig.images, maps, fig.paths, args.masks)
         npz = output_path(args, "npz", beside_figure=True)
         if npz is not None:
-            save_maps(npz, images, maps, counts)
-        print("wrote", ", ".join(str(q) for q in paths + ([npz] if npz else [])))
-    except USER_ERRORS as e:
-        fail(p, e)
+            save_maps(npz, fig.images, maps, counts)
+        print_written([*fig.paths, npz])
 
 
 if __name__ == "__main__":

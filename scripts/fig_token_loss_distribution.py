@@ -10,52 +10,26 @@ kurtosis) are in the legend and in PREFIX.csv (one row per run).
 
 from __future__ import annotations
 
-import argparse
-
-from featnorm.plotting.image_sources import load_images
 from featnorm.plotting.loss_maps import loss_maps_for_runs
-from featnorm.plotting.model_io import resolve_device
-from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
-    USER_ERRORS,
-    add_device_option,
-    add_figure_outputs,
-    add_image_options,
-    add_mask_options,
-    add_run_options,
-    fail,
-    figure_paths,
-    output_path,
-    require_models,
+    image_figure_inputs,
+    image_figure_parser,
+    print_written,
+    user_errors_reported,
+    write_csv_output,
 )
 from featnorm.plotting.token_loss_distribution import make_token_loss_figure, stats_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_options(p)
-    add_image_options(p)
-    add_mask_options(p)
-    add_device_option(p)
-    add_figure_outputs(p, extra="csv")
+    p = image_figure_parser(__doc__, masks=True, extra_output="csv")
     args = p.parse_args(argv)
-    try:
-        paths = figure_paths(p, args)
-        runs = load_runs(args.runs, args.names)
-        require_models(p, runs)
-        images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
-        _, _, losses = loss_maps_for_runs(runs, images, args.masks, args.batch_size, args.seed,
-                                          resolve_device(args.device), keep_token_losses=True)
-        make_token_loss_figure(losses, paths, args.masks, len(images))
-        written = list(paths)
-        csv = output_path(args, "csv", beside_figure=True)
-        if csv is not None:
-            csv.parent.mkdir(parents=True, exist_ok=True)
-            stats_table(losses).to_csv(csv, index=False)
-            written.append(csv)
-        print("wrote", ", ".join(map(str, written)))
-    except USER_ERRORS as e:
-        fail(p, e)
+    with user_errors_reported(p):
+        fig = image_figure_inputs(p, args)
+        _, _, losses = loss_maps_for_runs(fig.runs, fig.images, args.masks, args.batch_size, args.seed,
+                                          fig.device, keep_token_losses=True)
+        make_token_loss_figure(losses, fig.paths, args.masks, len(fig.images))
+        print_written([*fig.paths, write_csv_output(args, stats_table(losses))])
 
 
 if __name__ == "__main__":

@@ -7,28 +7,31 @@ run's train_log.jsonl. Writes PREFIX.png and PREFIX.pdf.
 
 from __future__ import annotations
 
-import argparse
-
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import USER_ERRORS, add_figure_outputs, add_run_options, figure_paths, fail
+from featnorm.plotting.script_options import (
+    add_figure_outputs,
+    add_run_options,
+    figure_parser,
+    figure_paths,
+    print_written,
+    user_errors_reported,
+)
 from featnorm.plotting.training_curves import make_training_curves
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = figure_parser(__doc__)
     add_run_options(p)
     p.add_argument("--points", type=int, default=1000,
                    help="the loss is averaged into at most this many bins of images seen (default 1000)")
     p.add_argument("--linear-loss", action="store_true", help="linear instead of logarithmic loss axis")
     add_figure_outputs(p)
     args = p.parse_args(argv)
-    try:
+    with user_errors_reported(p):
         paths = figure_paths(p, args)
         runs = load_runs(args.runs, args.names)
         make_training_curves(runs, paths, args.points, log_loss=not args.linear_loss)
-        print("wrote", ", ".join(map(str, paths)))
-    except USER_ERRORS as e:
-        fail(p, e)
+        print_written(paths)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,28 @@ results are blank cells. Writes PREFIX.csv, PREFIX.md and PREFIX.tex (or --csv/-
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from featnorm.plotting.run_results import load_runs
-from featnorm.plotting.script_options import USER_ERRORS, add_run_options, fail
+from featnorm.plotting.script_options import add_run_options, figure_parser, print_written, user_errors_reported
 from featnorm.plotting.summary_table import make_summary_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = figure_parser(__doc__)
     add_run_options(p)
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv, PREFIX.md and PREFIX.tex")
     for ext in ("csv", "md", "tex"):
         p.add_argument(f"--{ext}", metavar="PATH", help=f"{ext} path (overrides --out for it)")
     p.add_argument("--no-params", action="store_true", help="do not read model.pt files (no parameter counts)")
     args = p.parse_args(argv)
-    try:
+    with user_errors_reported(p):
         paths = {ext: getattr(args, ext) or (f"{args.out}.{ext}" if args.out else None) for ext in ("csv", "md", "tex")}
         if not any(paths.values()):
             p.error("give --out PREFIX or --csv/--md/--tex paths")
         runs = load_runs(args.runs, args.names)
         make_summary_table(runs, paths["csv"], paths["md"], paths["tex"], with_params=not args.no_params)
-        print("wrote", ", ".join(str(Path(v)) for v in paths.values() if v))
-    except USER_ERRORS as e:
-        fail(p, e)
+        print_written([Path(v) for v in paths.values() if v])
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ from typing import Iterator
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from ..batch import PackedBatch
 from ..tokens import COL, NUM_IDS, PAD_ID, REGISTER, ROW, SAMPLE
 from .patchify import patchify, pixels_to_unit
+from .reader_slots import reader_slot, slot_shard_samples
 from .resize import center_crop_box, center_crop_resize, open_image
-from .shards import BadInputLog, iter_samples, resolve_shards
+from .shards import BadInputLog, resolve_shards
 
 DEPTH_KEYS = ("depth.npy", "npy")
 
@@ -111,23 +112,13 @@ class EvalStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot, slots = self.rank * nw + wid, self.world_size * nw
+        slot, slots = reader_slot(self.rank, self.world_size)
         bad = BadInputLog()
-        per_shard = len(self.shards) >= slots
-        j = 0
-        for i, shard in enumerate(self.shards):
-            if per_shard and i % slots != slot:
-                continue
-            for sample in iter_samples(shard, bad):
-                j += 1
-                if not per_shard and (j - 1) % slots != slot:
-                    continue
-                try:
-                    yield eval_sample(sample, self.image_size, self.patch_size, self.with_depth, self.depth_size)
-                except Exception as e:
-                    bad.add(sample["__shard__"], sample["__key__"], f"undecodable sample ({type(e).__name__}: {e})")
+        for sample in slot_shard_samples(self.shards, slot, slots, bad):
+            try:
+                yield eval_sample(sample, self.image_size, self.patch_size, self.with_depth, self.depth_size)
+            except Exception as e:
+                bad.add(sample["__shard__"], sample["__key__"], f"undecodable sample ({type(e).__name__}: {e})")
 
 
 def collate_eval(items: list[dict], num_registers: int, patch_size: int) -> EvalBatch:

@@ -188,16 +188,21 @@ class Packer:
         cw, tw = self.context_length // self.w2, self.target_length // self.w2
         for r, row in enumerate(placed):
             x = ((tw - int(rt[r])) * cw - (cw - int(rc[r])) * tw) // (cw + tw)
-            x = min(x, int(rc[r]))
-            for j in sorted(range(len(row)), key=lambda j: -(row[j][0].hi - row[j][1])):
-                if x <= 0:
-                    break
-                o, on = row[j]
-                d = min(x, o.hi - on)
-                row[j] = (o, on + d)
-                x -= d
-                rc[r] -= d
-                rt[r] += d
+            self._shift_into_context(row, min(x, int(rc[r])), r, rc, rt)
+
+    @staticmethod
+    def _shift_into_context(row: list[tuple[PackItem, int]], x: int, r: int, rc, rt) -> None:
+        """Move up to `x` target windows of row `r`'s images into its context, images with the
+        most room below their `hi` first; updates the row's free windows `rc`, `rt`."""
+        for j in sorted(range(len(row)), key=lambda j: -(row[j][0].hi - row[j][1])):
+            if x <= 0:
+                break
+            o, on = row[j]
+            d = min(x, o.hi - on)
+            row[j] = (o, on + d)
+            x -= d
+            rc[r] -= d
+            rt[r] += d
 
     def _fill_gaps(self, placed, rc, rt, left: list[PackItem]) -> list[PackItem]:
         """Second pass: rows whose target segment is full but context has room take a
@@ -223,19 +228,10 @@ class Packer:
                 if best is None:
                     continue
                 n, x = best
-                row = placed[r]
-                for j in sorted(range(len(row)), key=lambda j: -(row[j][0].hi - row[j][1])):
-                    if x == 0:
-                        break
-                    o, on = row[j]
-                    d = min(x, o.hi - on)
-                    row[j] = (o, on + d)
-                    x -= d
-                    rc[r] -= d
-                    rt[r] += d
+                self._shift_into_context(placed[r], x, r, rc, rt)
                 rc[r] -= reg + n
                 rt[r] -= t - n
-                row.append((it, n))
+                placed[r].append((it, n))
                 done = True
                 break
             if not done:

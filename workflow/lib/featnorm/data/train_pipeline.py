@@ -41,15 +41,16 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from ..batch import PackedBatch
 from ..config import RunConfig
 from ..tokens import PAD_ID, SAMPLE
 from .packing import PackItem, Packer, segment_lengths, to_unit_pixels
 from .patchify import patchify
+from .reader_slots import reader_slot, slot_shard_samples
 from .resize import decode_resized, keep_image, open_image, random_resize_shape
-from .shards import BadInputLog, iter_samples, manifest_num_samples, resolve_shards
+from .shards import BadInputLog, manifest_num_samples, resolve_shards
 from .windows import context_window_range
 
 log = logging.getLogger(__name__)
@@ -146,23 +147,11 @@ def item_from_pixels(pixels: np.ndarray, key, rng: np.random.Generator, spec: Pi
     return PackItem(patches.reshape(gh * gw, -1), gh, gw, perm, lo, hi, drawn, key)
 
 
-def _slot_assignment(n_shards: int, epoch: int, seed: int, slot: int, slots: int) -> tuple[np.ndarray, int | None]:
-    """(shard indices for this slot, sample stride or None)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n_shards)
-    if n_shards >= slots:
-        return order[slot::slots], None
-    return order, slots
-
-
 def slot_samples(shards, epoch: int, seed: int, slot: int, slots: int, bad: BadInputLog) -> Iterator[dict]:
-    """The raw samples one (rank, worker) slot reads in an epoch, before shuffling."""
-    idx, stride = _slot_assignment(len(shards), epoch, seed, slot, slots)
-    j = 0
-    for i in idx:
-        for sample in iter_samples(shards[i], bad):
-            if stride is None or j % stride == slot:
-                yield sample
-            j += 1
+    """The raw samples one (rank, worker) slot reads in an epoch, before shuffling: the
+    shards in an order drawn per epoch, split among the slots (`reader_slots`)."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    return slot_shard_samples([shards[i] for i in order], slot, slots, bad)
 
 
 def shuffled(it: Iterator, size: int, rng: np.random.Generator) -> Iterator:
@@ -188,9 +177,7 @@ class PackStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot, slots = self.rank * nw + wid, self.world_size * nw
+        slot, slots = reader_slot(self.rank, self.world_size)
         bad = BadInputLog()
         spec = self.spec
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, slot, 0])

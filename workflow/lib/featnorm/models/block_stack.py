@@ -1,6 +1,7 @@
-"""Running a stack of blocks over packed rows, with optional ToMe token merging.
+"""Building and running a stack of blocks over packed rows, with optional ToMe token merging.
 
-Shared by the encoder and the predictor: builds the attention mask and RoPE tables once,
+Shared by the encoder and the predictor: `stack_parts` builds their registers, position
+encoding and blocks alike from their config; `run_blocks` builds the attention mask and RoPE tables once,
 and with merging on (`tome_ratio > 0`) merges tokens after every block but the last,
 rebuilding the mask, the RoPE tables (fractional positions) and the DiffMoE token pool
 from the merged tokens, then unmerges the output (and every returned depth) back to the
@@ -12,8 +13,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featnorm.layers import MergeState, RoPE2D, attention_mask, merge_plan, merge_tokens, unmerge
+from featnorm.config import EncoderConfig, PredictorConfig
+from featnorm.layers import (
+    AbsolutePositionEmbedding,
+    Block,
+    MergeState,
+    RoPE2D,
+    attention_mask,
+    merge_plan,
+    merge_tokens,
+    unmerge,
+)
 from featnorm.tokens import is_padding
+
+
+def stack_parts(
+    cfg: EncoderConfig | PredictorConfig, where: str
+) -> tuple[nn.Parameter | None, RoPE2D | None, AbsolutePositionEmbedding | None, nn.ModuleList]:
+    """`(registers, rope, abs_pos, blocks)` of an encoder or predictor: learned register
+    embeddings `(num_registers, dim)` (None without registers), RoPE-2D (in attention) or an
+    absolute position embedding (added to the input), and `depth` blocks. Built in this order,
+    which fixes what a seed gives."""
+    registers = nn.Parameter(torch.randn(cfg.num_registers, cfg.dim) * 0.02) if cfg.num_registers > 0 else None
+    rope = RoPE2D(cfg.head_dim, cfg.rope_base) if cfg.pos_embed == "rope" else None
+    abs_pos = AbsolutePositionEmbedding(cfg.dim, cfg.max_grid_size) if cfg.pos_embed == "absolute" else None
+    blocks = nn.ModuleList(Block(cfg, where) for _ in range(cfg.depth))
+    return registers, rope, abs_pos, blocks
 
 
 def run_blocks(

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from featnorm.config import EncoderConfig
-from featnorm.layers import AbsolutePositionEmbedding, Block, DiffMoE, MaskedBatchNorm, RoPE2D, make_norm
-from featnorm.models.block_stack import run_blocks
+from featnorm.layers import DiffMoE, MaskedBatchNorm, make_norm
+from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_vit_weights
 from featnorm.tokens import REGISTER, is_patch, is_register
 
@@ -28,17 +28,11 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, patch_dim: int):
         super().__init__()
-        where = "model.encoder"
         self.cfg = cfg
         self.dim = cfg.dim
         self.patch_embed = nn.Linear(patch_dim, cfg.dim)
-        if cfg.num_registers > 0:
-            self.registers = nn.Parameter(torch.randn(cfg.num_registers, cfg.dim) * 0.02)
-        else:
-            self.register_parameter("registers", None)
-        self.rope = RoPE2D(cfg.head_dim, cfg.rope_base) if cfg.pos_embed == "rope" else None
-        self.abs_pos = AbsolutePositionEmbedding(cfg.dim, cfg.max_grid_size) if cfg.pos_embed == "absolute" else None
-        self.blocks = nn.ModuleList(Block(cfg, where) for _ in range(cfg.depth))
+        registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.encoder")
+        self.register_parameter("registers", registers)
         if cfg.out_norm == "batchnorm":
             self.out_norm = MaskedBatchNorm(cfg.dim, affine=cfg.out_norm_affine)
         else:

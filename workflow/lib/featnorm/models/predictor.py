@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from featnorm.config import PredictorConfig
-from featnorm.layers import AbsolutePositionEmbedding, Block, RoPE2D, make_norm
-from featnorm.models.block_stack import run_blocks
+from featnorm.layers import make_norm
+from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_vit_weights
 from featnorm.tokens import PAD_ID, REGISTER, SAMPLE, is_patch, is_register, padding_ids
 
@@ -30,17 +30,11 @@ class Predictor(nn.Module):
 
     def __init__(self, cfg: PredictorConfig, encoder_dim: int):
         super().__init__()
-        where = "model.predictor"
         self.cfg = cfg
         self.embed = nn.Linear(encoder_dim, cfg.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.dim) * 0.02)
-        if cfg.num_registers > 0:
-            self.registers = nn.Parameter(torch.randn(cfg.num_registers, cfg.dim) * 0.02)
-        else:
-            self.register_parameter("registers", None)
-        self.rope = RoPE2D(cfg.head_dim, cfg.rope_base) if cfg.pos_embed == "rope" else None
-        self.abs_pos = AbsolutePositionEmbedding(cfg.dim, cfg.max_grid_size) if cfg.pos_embed == "absolute" else None
-        self.blocks = nn.ModuleList(Block(cfg, where) for _ in range(cfg.depth))
+        registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.predictor")
+        self.register_parameter("registers", registers)
         self.out_norm = make_norm(cfg.out_norm, cfg.dim, affine=True, dyntanh=cfg.dyntanh)
         self.out_proj = nn.Linear(cfg.dim, encoder_dim)
         self.apply(init_vit_weights)

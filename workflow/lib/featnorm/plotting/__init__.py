@@ -15,7 +15,8 @@ wraps (`scripts/fig_*.py`, `scripts/table_summary.py`):
 
 Shared helpers: `run_results.py` (reading a run directory), `image_sources.py` (images from
 validation shards or a folder), `model_io.py` (the model of a run and its per-image forward
-passes), `style.py` (matplotlib/seaborn setup and saving), `script_options.py` (the options
-every script spells the same way), `synthetic_runs.py` (generated run directories for tests
+passes), `style.py` (matplotlib/seaborn setup and saving), `image_grid.py` (the one-row-per-
+image layout of the per-image figures), `script_options.py` (the options every script spells
+the same way, and the common steps of the per-image scripts), `synthetic_runs.py` (generated run directories for tests
 and previews).
 """

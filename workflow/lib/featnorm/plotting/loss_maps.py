@@ -29,10 +29,11 @@ from featnorm.batch import PackedBatch
 from featnorm.config import RunConfig
 from featnorm.data.packing import segment_lengths
 from featnorm.data.windows import context_window_range, window_token_index
+from featnorm.plotting.image_grid import column_colorbar, image_grid, save_image_grid
 from featnorm.plotting.image_sources import SourceImage, patchify
 from featnorm.plotting.model_io import autocast_for, load_ijepa
 from featnorm.plotting.run_results import FigureInputError, RunResults
-from featnorm.plotting.style import plt, save_figure, setup_style
+from featnorm.plotting.style import plt
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
 
 
@@ -198,14 +199,8 @@ def make_loss_map_figure(
     """Rows: images. Columns: the image, then per run `image x loss / max(loss)` (each image's map
     normalized by its own maximum) and the loss heatmap on one colour scale per run, shown by the
     colorbar under that run's heatmaps."""
-    setup_style()
     runs = list(maps)
-    n, ncols = len(images), 1 + 2 * len(runs)
-    fig, axes = plt.subplots(n, ncols, figsize=(2.0 * ncols, 2.0 * n + 0.9), squeeze=False, layout="constrained")
-    for i, img in enumerate(images):
-        axes[i, 0].imshow(img.pixels)
-        axes[i, 0].set_ylabel(img.name, fontsize=7)
-    axes[0, 0].set_title("image", fontsize=9)
+    fig, axes = image_grid(images, 1 + 2 * len(runs))
     for k, run in enumerate(runs):
         run_maps = maps[run]
         vmin = float(np.nanmin([np.nanmin(m) for m in run_maps]))
@@ -219,16 +214,8 @@ def make_loss_map_figure(
             im = axes[i, c_heat].imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         axes[0, c_over].set_title(f"{run}\nimage × loss/max", fontsize=9)
         axes[0, c_heat].set_title(f"{run}\nmean token loss", fontsize=9)
-        cb = fig.colorbar(im, ax=axes[:, c_heat], location="bottom", shrink=0.9, aspect=12, pad=0.02)
-        cb.set_label(f"{run}: loss, scale {vmin:.3g}–{vmax:.3g}", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    fig.suptitle(f"Per-token loss averaged over {num_masks:,} random masks", fontsize=10)
-    save_figure(fig, paths)
-    return fig
+        column_colorbar(fig, im, axes[:, c_heat], f"{run}: loss, scale {vmin:.3g}–{vmax:.3g}")
+    return save_image_grid(fig, axes, f"Per-token loss averaged over {num_masks:,} random masks", paths)
 
 
 def save_maps(path: str | Path, images: list[SourceImage], maps: dict[str, list[np.ndarray]],

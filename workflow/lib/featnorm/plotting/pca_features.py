@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featnorm.plotting.image_grid import image_grid, save_image_grid
 from featnorm.plotting.image_sources import SourceImage
 from featnorm.plotting.model_io import load_teacher, teacher_features
 from featnorm.plotting.run_results import RunResults
-from featnorm.plotting.style import plt, save_figure, setup_style
+from featnorm.plotting.style import plt
 
 
 def pca_rgb(features: torch.Tensor, clip: float = 1.0) -> np.ndarray:
@@ -50,25 +51,14 @@ def pca_image(grid: torch.Tensor, clip: float = 1.0) -> np.ndarray:
 def make_pca_figure(images: list[SourceImage], rgb: dict[str, list[np.ndarray]], paths: list[str | Path],
                     depth_label: str) -> plt.Figure:
     """rgb: run -> one `(gh, gw, 3)` array per image."""
-    setup_style()
     runs = list(rgb)
-    n, ncols = len(images), 1 + len(runs)
-    fig, axes = plt.subplots(n, ncols, figsize=(2.0 * ncols, 2.0 * n + 0.5), squeeze=False, layout="constrained")
-    for i, img in enumerate(images):
-        axes[i, 0].imshow(img.pixels)
-        axes[i, 0].set_ylabel(img.name, fontsize=7)
-        for k, run in enumerate(runs):
-            axes[i, 1 + k].imshow(rgb[run][i], interpolation="nearest")
-    axes[0, 0].set_title("image", fontsize=9)
+    fig, axes = image_grid(images, 1 + len(runs), extra_height=0.5)
     for k, run in enumerate(runs):
+        for i in range(len(images)):
+            axes[i, 1 + k].imshow(rgb[run][i], interpolation="nearest")
         axes[0, 1 + k].set_title(run, fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    fig.suptitle(f"First three principal components of teacher features ({depth_label}) as RGB", fontsize=10)
-    save_figure(fig, paths)
-    return fig
+    return save_image_grid(fig, axes, f"First three principal components of teacher features ({depth_label}) as RGB",
+                           paths)
 
 
 def depth_label(depth: int, num_blocks: int) -> str:

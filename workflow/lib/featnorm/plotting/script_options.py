@@ -1,13 +1,22 @@
 """Command-line options shared by the figure and table scripts (`scripts/fig_*.py`,
-`scripts/table_summary.py`), so every script spells them the same way."""
+`scripts/table_summary.py`), so every script spells them the same way, and the steps every
+per-image figure script takes before its own (`image_figure_parser`, `image_figure_inputs`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+import torch
 
 from featnorm.evaluation.checkpoint_loading import CheckpointError
-from featnorm.plotting.run_results import FigureInputError, RunResults
+from featnorm.plotting.image_sources import SourceImage, load_images
+from featnorm.plotting.model_io import resolve_device
+from featnorm.plotting.run_results import FigureInputError, RunResults, load_runs
 
 # errors that are the user's input, not bugs: scripts report them in one line
 USER_ERRORS = (FigureInputError, CheckpointError)
@@ -80,3 +89,69 @@ def require_models(p: argparse.ArgumentParser, runs: list[RunResults]) -> None:
 def fail(p: argparse.ArgumentParser, error: Exception) -> None:
     """Exit with one line naming the script and the problem (exit status 1)."""
     raise SystemExit(f"{p.prog}: error: {error}")
+
+
+@contextlib.contextmanager
+def user_errors_reported(p: argparse.ArgumentParser) -> Iterator[None]:
+    """Inside, an error in the user's input ends the script with one line (`fail`), not a traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        fail(p, e)
+
+
+def print_written(paths: list[Path | None]) -> None:
+    print("wrote", ", ".join(str(q) for q in paths if q is not None))
+
+
+def figure_parser(description: str) -> argparse.ArgumentParser:
+    """A figure or table script's parser, its module docstring (with the example) as the help."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def image_figure_parser(
+    description: str,
+    masks: bool = False,
+    own_options: Callable[[argparse.ArgumentParser], None] | None = None,
+    extra_output: str | None = None,
+) -> argparse.ArgumentParser:
+    """The parser of a per-image figure script (loss maps, PCA, token energy, ...), options in
+    this order: runs, image source, masks (with `masks`), the script's `own_options`, device,
+    outputs (PNG, PDF and `extra_output`, e.g. "csv")."""
+    p = figure_parser(description)
+    add_run_options(p)
+    add_image_options(p)
+    if masks:
+        add_mask_options(p)
+    if own_options is not None:
+        own_options(p)
+    add_device_option(p)
+    add_figure_outputs(p, extra=extra_output)
+    return p
+
+
+@dataclass
+class ImageFigureInputs:
+    paths: list[Path]  # the PNG and/or PDF to write
+    runs: list[RunResults]  # each with its model.pt
+    images: list[SourceImage]
+    device: torch.device
+
+
+def image_figure_inputs(p: argparse.ArgumentParser, args: argparse.Namespace) -> ImageFigureInputs:
+    """What every per-image figure needs, checked in the order a user would fix it: output
+    paths, the runs and their model.pt files, the images."""
+    paths = figure_paths(p, args)
+    runs = load_runs(args.runs, args.names)
+    require_models(p, runs)
+    images = load_images(args.shards, args.image_dir, args.num_images, args.image_size, args.skip_images)
+    return ImageFigureInputs(paths, runs, images, resolve_device(args.device))
+
+
+def write_csv_output(args: argparse.Namespace, table: pd.DataFrame) -> Path | None:
+    """Write a figure's numbers to `--csv` (else `--out`.csv, else beside the figure); the path."""
+    csv = output_path(args, "csv", beside_figure=True)
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv, index=False)
+    return csv

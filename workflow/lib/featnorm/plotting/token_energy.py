@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featnorm.plotting.image_grid import column_colorbar, image_grid, save_image_grid
 from featnorm.plotting.image_sources import SourceImage
 from featnorm.plotting.model_io import load_teacher, teacher_features
 from featnorm.plotting.run_results import RunResults
-from featnorm.plotting.style import plt, save_figure, setup_style
+from featnorm.plotting.style import plt
 
 
 def energy_stats(energy: np.ndarray) -> dict[str, float]:
@@ -43,14 +44,8 @@ def make_token_energy_figure(images: list[SourceImage], energy: dict[str, list[n
                              paths: list[str | Path], cmap: str = "viridis") -> plt.Figure:
     """Rows: images; columns: the image, then one energy map per run on one colour scale per
     run, 0 to the run's largest norm (its colorbar under the column states it)."""
-    setup_style()
     runs = list(energy)
-    n, ncols = len(images), 1 + len(runs)
-    fig, axes = plt.subplots(n, ncols, figsize=(2.1 * ncols, 2.0 * n + 0.9), squeeze=False, layout="constrained")
-    for i, img in enumerate(images):
-        axes[i, 0].imshow(img.pixels)
-        axes[i, 0].set_ylabel(img.name, fontsize=7)
-    axes[0, 0].set_title("image", fontsize=9)
+    fig, axes = image_grid(images, 1 + len(runs), col_width=2.1)
     for k, run in enumerate(runs):
         maps = energy[run]
         # from 0: norms are non-negative, and a min-max scale would blow LayerNorm's
@@ -61,16 +56,8 @@ def make_token_energy_figure(images: list[SourceImage], energy: dict[str, list[n
             im = axes[i, 1 + k].imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         cv = np.mean([energy_stats(m)["cv"] for m in maps])
         axes[0, 1 + k].set_title(f"{run}\n‖feature‖₂ (mean CV {cv:.3f})", fontsize=9)
-        cb = fig.colorbar(im, ax=axes[:, 1 + k], location="bottom", shrink=0.9, aspect=12, pad=0.02)
-        cb.set_label(f"{run}: token L2 norm", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    fig.suptitle("Token energy: L2 norm of each patch's teacher output feature", fontsize=10)
-    save_figure(fig, paths)
-    return fig
+        column_colorbar(fig, im, axes[:, 1 + k], f"{run}: token L2 norm")
+    return save_image_grid(fig, axes, "Token energy: L2 norm of each patch's teacher output feature", paths)
 
 
 def energy_for_runs(runs: list[RunResults], images: list[SourceImage],
