@@ -55,3 +55,18 @@ def test_a_batch_not_divisible_by_the_gpus_is_refused():
 
     with pytest.raises(ConfigError, match="train.batch_size = 10 .* not divisible by train.gpus = 4"):
         run_config_from_dict({"train": {"batch_size": 10, "gpus": 4}})
+
+
+def test_evaluation_gpus_launches_feature_extraction_with_torchrun(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg.setdefault("evaluation", {})["gpus"] = 2
+    path = tmp_path / "multigpu_eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--nolock", "--configfile", str(path), "--resources", "gpu=2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    blocks = [b for b in re.split(r"\n(?=(?:local)?rule \w+:)", res.stdout) if b.startswith("rule extract_features:")]
+    assert blocks
+    for b in blocks:
+        assert "gpu=2" in b
+        assert "-m torch.distributed.run --standalone --nproc-per-node 2 scripts/extract_features.py" in b

@@ -18,9 +18,13 @@ rule extract_features:
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
         code=CODE["evaluate"],
+        launch=lambda wc, resources: (
+            "python" if int(resources.gpu) <= 1
+            else f"python -m torch.distributed.run --standalone --nproc-per-node {int(resources.gpu)}"
+        ),
     threads: 4
     resources:
-        gpu=1,
+        gpu=EVAL.get("gpus", 1),  # > 1: torchrun, image shards split among the processes
     log:
         log_of("extract_features", "run", "split"),
     benchmark:
@@ -29,11 +33,14 @@ rule extract_features:
         ENV
     shell:
         # stale cache: complete (the job reruns because something changed) or older than the model
+        # (also the per-rank parts of an interrupted multi-GPU extraction)
         "if [ -f {params.out}/manifest.json ] && {{ grep -q '\"complete\": true' {params.out}/manifest.json "
         "|| [ {input.model} -nt {params.out}/manifest.json ]; }}; then rm -rf {params.out}; fi; "
+        "if [ -d {params.out}/.parts ] && [ -n \"$(find {params.out}/.parts -name manifest.json ! -newer {input.model})\" ]; "
+        "then rm -rf {params.out}/.parts; fi; "
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
         "--provenance {output} -- "
-        "python scripts/extract_features.py --model {input.model} --shards {params.shards} "
+        "{params.launch} scripts/extract_features.py --model {input.model} --shards {params.shards} "
         "--out {params.out} --image-size {params.image_size} --threads {threads} --no-progress "
         ">> {log} 2>&1"
 
