@@ -308,8 +308,6 @@ def config_hash(cfg: RunConfig, section: str | None = None) -> str:
     """A short stable hash of the settings (or of one section such as 'model')."""
     d = to_dict(cfg)
     d["train"].pop("gpus", None)  # where a run trains does not change what it trains
-    if d["data"].get("packing_rebalance") is True:
-        d["data"].pop("packing_rebalance")  # the behaviour before the key existed: old hashes stay valid
     if section is not None:
         d = d[section]
     blob = json.dumps(d, sort_keys=True).encode()
