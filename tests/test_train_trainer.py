@@ -120,6 +120,31 @@ def test_no_weight_decay_on_norms_biases_and_embeddings(synthetic_data):
     assert not any(n.startswith("teacher.") for n in nd | {names[id(p)] for p in decay["params"]})
 
 
+def test_diffmoe_expert_biases_get_no_weight_decay():
+    from featnorm.ijepa import IJEPA
+
+    cfg = tiny_config()
+    cfg.model.encoder.moe.num_experts = 2
+    model = IJEPA(cfg.model)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    moe_biases = {n for n in names.values() if n.startswith("student.") and n.rsplit(".", 1)[-1] in ("b1", "b2")}
+    assert moe_biases and moe_biases <= nd
+    assert not moe_biases & {names[id(p)] for p in decay["params"]}
+
+
+def test_log_rows_carry_the_objectives_diagnostics(tmp_path, synthetic_data):
+    cfg = tiny_config(steps=2)
+    cfg.model.encoder.moe.num_experts = 2
+    Trainer(cfg, synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False).run()
+    rows = [r for r in read_log(tmp_path / "out" / "train_log.jsonl") if "loss" in r]
+    for r in rows:
+        assert r["target_std"] > 0 and r["num_predicted_tokens"] > 0
+        # with DiffMoE the logged loss is the prediction loss plus the auxiliary loss
+        assert r["loss"] == pytest.approx(r["prediction_loss"] + r["moe_aux_loss"], rel=1e-5)
+
+
 def test_length_in_epochs_counts_images_seen(tmp_path, synthetic_data):
     tr = Trainer(tiny_config(steps=0, epochs=1.5), synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False)
     result = tr.run()

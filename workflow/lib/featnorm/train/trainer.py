@@ -93,6 +93,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for module in model.modules():
         if isinstance(module, AbsolutePositionEmbedding):
             no_decay_ids.update(id(p) for p in module.parameters())
+        # layers may name matrices that are really biases (DiffMoE's per-expert biases)
+        for name in getattr(module, "no_weight_decay", lambda: ())():
+            no_decay_ids.add(id(getattr(module, name)))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -360,6 +363,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         row = {"loss": loss_value, "lr": lr, "ema_beta": beta}
+        # the objective's diagnostics (predicted tokens, target spread and norm; with DiffMoE the
+        # prediction loss alone, the auxiliary loss, experts per token) are logged beside the loss
+        if out.stats:  # one device sync for all of them
+            values = torch.stack([v.detach().float() for v in out.stats.values()]).tolist()
+            row.update(zip(out.stats.keys(), values))
         if t.grad_clip > 0:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
