@@ -91,7 +91,7 @@ def throughput(shards: Path, workers: int, epochs: int, batch_size: int) -> dict
 
 def packs_on_shards(shards: Path) -> dict:
     loader = TrainLoader(shards, PAPER, batch_size=64, seed=0)
-    effs, ratios = [], []
+    effs = []
     for d in loader.packs(0):
         if d["token_ids"].shape[0] == 64 and len(effs) < 10**6:
             effs.append(packing_efficiency(d["token_ids"], d["context_length"]))

@@ -14,17 +14,14 @@ image | true depth | predicted depth for the first validation images.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
-import torch
 
 from featnorm.data.shards import ShardError, resolve_shards
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_encoder
 from featnorm.evaluation.depth_probe import save_depth_strips, train_depth_probe
 from featnorm.evaluation.eval_data import depth_batches, shard_counts
+from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,18 +44,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-train-images", type=int, default=None, help="only the first N training images (demo/tests)")
     p.add_argument("--max-val-images", type=int, default=None, help="only the first N validation images")
     p.add_argument("--num-strips", type=int, default=4, help="validation images drawn in the PNG")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = apply_runtime_options(args)
     try:
         encoder, cfg = load_encoder(args.model, args.weights, device)
         train, val = resolve_shards(args.train_shards), resolve_shards(args.val_shards)
@@ -84,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     result.update({"model": str(args.model), "weights": args.weights, "batch_size": args.batch_size,
                    "image_size": args.image_size, "train_shards": str(args.train_shards),
                    "val_shards": str(args.val_shards), "strips": str(args.strips)})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(args.out, result)
     print(f"depth probe: RMSE {result['rmse']:.4f} m, AbsRel {result['absrel']:.4f}, "
-          f"delta<1.25 {result['delta1']:.4f}; wrote {out} and {args.strips}", file=sys.stderr)
+          f"delta<1.25 {result['delta1']:.4f}; wrote {args.out} and {args.strips}", file=sys.stderr)
     return 0
 
 

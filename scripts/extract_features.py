@@ -29,6 +29,7 @@ from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpo
 from featnorm.evaluation.eval_data import shard_batches, shard_counts
 from featnorm.evaluation.eval_data import image_quota
 from featnorm.evaluation.features import FeatureCacheError, extract_features, merge_feature_parts, part_dir, read_manifest
+from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,17 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=256, help="side of the centre crop after resizing")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split (demo/tests)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = apply_runtime_options(args)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:  # under torchrun: one process per GPU
         import torch.distributed as dist

@@ -14,17 +14,14 @@ same set.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
-import torch
 
 from featnorm.data.shards import ShardError, resolve_shards
 from featnorm.data.train_pipeline import PipelineSpec
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_encoder
 from featnorm.evaluation.lidar import lidar_and_rankme, pick_images, view_batches, view_embeddings
+from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,17 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-augmentations", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="fixes the image subset and the views")
     p.add_argument("--batch-size", type=int, default=256, help="views encoded per batch")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = apply_runtime_options(args)
     try:
         if args.num_images < 2 or args.num_augmentations < 2:
             raise ValueError("LiDAR needs --num-images and --num-augmentations of at least 2")
@@ -66,12 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         "weights": args.weights, "model": str(args.model), "shards": str(args.shards),
         "embedding": "encoder output (after its output norm), mean over each view's context patches",
     })
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
-    print(f"LiDAR {result['lidar']:.3f}, RankMe {result['rankme']:.3f}; wrote {out}", file=sys.stderr)
+    write_json(args.out, result)
+    print(f"LiDAR {result['lidar']:.3f}, RankMe {result['rankme']:.3f}; wrote {args.out}", file=sys.stderr)
     return 0
 
 

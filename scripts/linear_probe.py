@@ -11,15 +11,12 @@ validation features, the best and the last depth, and the training loss per epoc
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
-import torch
 
 from featnorm.evaluation.features import FeatureCacheError, load_features
 from featnorm.evaluation.linear_probe import train_linear_probes
+from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,18 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-standardize", action="store_true", help="train on raw features (default: standardise "
                    "each depth and channel with the training set's mean and std)")
     p.add_argument("--num-classes", type=int, default=None, help="default: largest label + 1")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = apply_runtime_options(args)
     try:
         tx, ty = load_features(args.train_features)
         vx, vy = load_features(args.val_features)
@@ -59,13 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result["train_features"] = str(args.train_features)
     result["val_features"] = str(args.val_features)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(args.out, result)
     print(f"linear probe: best top-1 {result['best_top1']:.2f}% at depth {result['best_depth']}, "
-          f"last depth {result['last_top1']:.2f}%; wrote {out}", file=sys.stderr)
+          f"last depth {result['last_top1']:.2f}%; wrote {args.out}", file=sys.stderr)
     return 0
 
 

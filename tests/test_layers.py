@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from featnorm.config import ConfigError, DynTanhConfig, MoEConfig
+from featnorm.config import DynTanhConfig, MoEConfig
 from featnorm.layers import (
     AbsolutePositionEmbedding,
     Attention,

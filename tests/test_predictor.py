@@ -5,7 +5,7 @@ import torch
 
 from featnorm.config import PredictorConfig
 from featnorm.models import Predictor
-from featnorm.tokens import PAD_ID, padding_ids
+from featnorm.tokens import padding_ids
 
 ENC_DIM = 24
 
