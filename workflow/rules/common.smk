@@ -292,3 +292,17 @@ EVAL_FILES = [
     for f in ("linear_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
 ]
 ALL_TARGETS = FIGURE_FILES + TABLE_FILES + EVAL_FILES
+
+
+def run_gpus(run):
+    """GPUs of a run (`train.gpus`, default 1): > 1 launches torchrun with that many processes."""
+    return int((RUNS[run].get("train") or {}).get("gpus", 1))
+
+
+def python_launcher(gpus):
+    """`python`, or torchrun with one process per GPU the job was granted (Snakemake lowers a
+    job's `gpu` to the `--resources gpu=` limit; the global batch stays the same)."""
+    if gpus <= 1:
+        return "python"
+    # --standalone: a single-node rendezvous on a free port
+    return f"python -m torch.distributed.run --standalone --nproc-per-node {gpus}"

@@ -18,10 +18,7 @@ rule extract_features:
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
         code=CODE["evaluate"],
-        launch=lambda wc, resources: (
-            "python" if int(resources.gpu) <= 1
-            else f"python -m torch.distributed.run --standalone --nproc-per-node {int(resources.gpu)}"
-        ),
+        launch=lambda wc, resources: python_launcher(int(resources.gpu)),
     threads: 4
     resources:
         gpu=EVAL.get("gpus", 1),  # > 1: torchrun, image shards split among the processes

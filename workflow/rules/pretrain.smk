@@ -23,20 +23,6 @@ rule run_config:
         "python scripts/write_run_config.py --json {params.config} --out {output} > {log} 2>&1"
 
 
-def run_gpus(run):
-    """GPUs of a run (`train.gpus`, default 1): > 1 launches torchrun with that many processes."""
-    return int((RUNS[run].get("train") or {}).get("gpus", 1))
-
-
-def pretrain_launcher(gpus):
-    """`python`, or torchrun with one process per GPU the job was granted (Snakemake lowers a
-    job's `gpu` to the `--resources gpu=` limit; the global batch stays the same)."""
-    if gpus <= 1:
-        return "python"
-    # --standalone: a single-node rendezvous on a free port
-    return f"python -m torch.distributed.run --standalone --nproc-per-node {gpus}"
-
-
 rule pretrain:
     """I-JEPA pretraining (SPEC section 3); writes model.pt and train_log.jsonl next to it.
     With `train.gpus: N` > 1 the job asks for N GPUs and runs N torchrun processes (DDP);
@@ -52,7 +38,7 @@ rule pretrain:
         # code starts fresh (the trainer would otherwise "resume" its finished run)
         checkpoints=lambda wc: f"{CHECKPOINTS}/{wc.run}-{RUN_HASH[wc.run]}-code{CODE['train'][:8]}",
         code=CODE["train"],
-        launch=lambda wc, resources: pretrain_launcher(int(resources.gpu)),
+        launch=lambda wc, resources: python_launcher(int(resources.gpu)),
         # CPU threads per process
         threads=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
     threads: 8
