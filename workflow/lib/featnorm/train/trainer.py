@@ -124,6 +124,14 @@ def autocast_context(cfg: RunConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
+def pull(it: Iterator):
+    """The next item of `it`, or None. A DataLoader draws its workers' base seed from the
+    global torch RNG when it starts; keep the data pipeline off that stream, or a resume
+    (which starts the loader at another moment) would shift the model's random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        return next(it, None)
+
+
 class Trainer:
     def __init__(
         self,
@@ -281,14 +289,6 @@ class Trainer:
         """Yields (batch, last_of_epoch) forever, keeping (epoch, batch_in_epoch) current."""
         skip = self.batch_in_epoch
         empty_passes = 0
-
-        def pull(it):
-            # A DataLoader draws its workers' base seed from the global torch RNG when it
-            # starts; keep the data pipeline off that stream, or a resume (which starts the
-            # loader at another moment) would shift the model's random numbers.
-            with torch.random.fork_rng(devices=[]):
-                return next(it, None)
-
         while True:
             it = iter(self.data.epoch_batches(self.epoch, skip))
             skip = 0
@@ -310,11 +310,6 @@ class Trainer:
         rank. An epoch ends for all ranks at the first rank that runs out of batches."""
         skip = self.batch_in_epoch
         empty_passes = 0
-
-        def pull(it):
-            with torch.random.fork_rng(devices=[]):
-                return next(it, None)
-
         while True:
             it = iter(self.data.epoch_batches(self.epoch, skip))
             skip = 0
