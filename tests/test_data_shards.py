@@ -73,6 +73,23 @@ def test_nyu_packer_accepts_index_list(demo, tmp_path):
     assert m["num_samples"] == 3
 
 
+def test_nyu_packer_reads_the_official_matlab_v5_split_file(demo, tmp_path):
+    from scipy.io import savemat
+
+    # NYU's splits.mat: 1-based trainNdxs / testNdxs as column vectors, MATLAB v5 (not HDF5)
+    savemat(tmp_path / "splits.mat", {"trainNdxs": np.array([[2], [4], [7]]), "testNdxs": np.array([[1], [3]])})
+    assert not h5py.is_hdf5(tmp_path / "splits.mat")
+    te = pack_nyu_mat(demo / "nyu.mat", tmp_path / "test", "test", split_file=tmp_path / "splits.mat")
+    keys = sorted(int(s["__key__"]) for s in iter_samples(resolve_shards(tmp_path / "test")[0]))
+    assert te["num_samples"] == 2 and keys == [0, 2]
+
+
+def test_nyu_split_file_that_is_no_mat_fails_in_one_line(demo, tmp_path):
+    (tmp_path / "splits.mat").write_text("not a mat file")
+    with pytest.raises(ValueError, match=r"cannot read split file .*splits\.mat.*--indices"):
+        pack_nyu_mat(demo / "nyu.mat", tmp_path / "t", "test", split_file=tmp_path / "splits.mat")
+
+
 def test_webdataset_source_verifies_without_reencoding(demo, tmp_path):
     src = pack_imagefolder(demo / "cls" / "val", tmp_path / "src", "val", shard_bytes=50_000)
     m = index_webdataset(str(tmp_path / "src"), tmp_path / "idx", "val", ["jpg", "cls"])

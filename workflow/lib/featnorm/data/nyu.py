@@ -22,19 +22,28 @@ from .shards import ShardWriter
 SPLIT_DATASETS = {"train": "trainNdxs", "test": "testNdxs", "val": "testNdxs"}
 
 
+def _split_source(split_file: str | Path):
+    """NYU's `splits.mat` is a MATLAB v5 file (scipy reads it); a v7.3 file is HDF5 (h5py)."""
+    if h5py.is_hdf5(split_file):
+        return h5py.File(split_file, "r")
+    from scipy.io import loadmat
+
+    try:
+        return loadmat(split_file)
+    except Exception as e:  # scipy raises several types for a file that is not a .mat
+        raise ValueError(
+            f"cannot read split file {split_file} as a MATLAB .mat ({e}); pass the split as a JSON "
+            "list of 0-based indices with --indices"
+        ) from None
+
+
 def split_indices(mat: h5py.File, split: str, split_file: str | Path | None = None) -> np.ndarray:
+    """0-based frame indices of `split` from `trainNdxs` / `testNdxs` (1-based, as in NYU's
+    `splits.mat`), read from `split_file` (MATLAB v5 or HDF5) or else from the labeled .mat."""
     name = SPLIT_DATASETS.get(split)
     if name is None:
         raise ValueError(f"split {split!r} is not one of {sorted(SPLIT_DATASETS)}; or pass explicit indices")
-    src = mat
-    if split_file is not None:
-        try:
-            src = h5py.File(split_file, "r")
-        except OSError as e:
-            raise ValueError(
-                f"cannot read split file {split_file} as HDF5 ({e}); convert NYU's splits.mat to a JSON "
-                "list of 0-based indices and pass it with --indices"
-            ) from None
+    src = mat if split_file is None else _split_source(split_file)
     if name not in src:
         raise ValueError(
             f"{split_file or mat.filename} has no dataset {name!r}; pass --split-file or --indices with the split"
