@@ -68,3 +68,23 @@ def test_a_broken_eval_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "r" / "eval" / "lidar.json").write_text("{oops")
     with pytest.raises(RunResultsError, match="lidar.json"):
         load_run(tmp_path / "r")
+
+
+def test_loss_map_model_gets_the_running_target_statistics_of_model_pt(tmp_path):
+    import torch
+
+    from featnorm.evaluation.checkpoint_loading import CheckpointError
+    from featnorm.plotting.model_io import load_ijepa
+    from featnorm.plotting.synthetic_runs import tiny_config, write_run
+
+    run = write_run(tmp_path / "r", tiny_config("r", target_norm="running-batchnorm"))
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    ckpt["target_norm"] = {k: torch.full_like(v, 3.0) for k, v in ckpt["target_norm"].items()}
+    torch.save(ckpt, run / "model.pt")
+    model, _ = load_ijepa(run / "model.pt")
+    assert all(torch.all(v == 3.0) for v in model.target_norm.state_dict().values())
+
+    del ckpt["target_norm"]
+    torch.save(ckpt, run / "model.pt")
+    with pytest.raises(CheckpointError, match="target_norm"):
+        load_ijepa(run / "model.pt")

@@ -8,7 +8,6 @@ evaluation package's loader. `image_row` turns one evaluation image into a one-r
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from featnorm.config import RunConfig
 from featnorm.data.eval_pipeline import eval_token_ids
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpoint_dict, run_config_of
+from featnorm.evaluation.features import autocast_for
 from featnorm.plotting.image_sources import patchify
 from featnorm.plotting.run_results import FigureInputError
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
@@ -26,13 +26,6 @@ def resolve_device(name: str | None) -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (as in training), nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def load_ijepa(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
@@ -53,8 +46,11 @@ def load_ijepa(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
             getattr(model, part).load_state_dict(ckpt[part])
         except RuntimeError as e:
             raise CheckpointError(f"{path}: '{part}' weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
-    if "target_norm" in ckpt and hasattr(model, "target_norm"):
-        model.target_norm.load_state_dict(ckpt["target_norm"])  # running statistics, when saved
+    if model.target_norm.state_dict():  # the running-batchnorm modes keep statistics
+        if "target_norm" not in ckpt:
+            raise CheckpointError(f"{path}: has no 'target_norm' statistics, which its target norm "
+                                  f"{cfg.model.objective.target_norm!r} needs; retrain or rewrite model.pt")
+        model.target_norm.load_state_dict(ckpt["target_norm"])
     model.to(device).eval()
     model.requires_grad_(False)
     return model, cfg

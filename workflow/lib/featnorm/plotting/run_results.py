@@ -1,7 +1,7 @@
 """Reading one run's result directory (ARCHITECTURE.md, "Result layout").
 
     runs/<run>/config.yaml        the resolved run config
-    runs/<run>/model.pt           weights + resolved config ("config", "teacher", "student", "predictor",
+    runs/<run>/model.pt           weights + resolved config ("config", "teacher", "student", "predictor", "target_norm",
                                   "step", "images_seen")
     runs/<run>/train_log.jsonl    one JSON row per step (step, images_seen, loss, lr, ...; some rows
                                   carry "rankme" and/or "lidar")

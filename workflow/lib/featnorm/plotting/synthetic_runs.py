@@ -63,6 +63,7 @@ def write_run(
             "teacher": model.teacher.state_dict(),
             "student": model.student.state_dict(),
             "predictor": model.predictor.state_dict(),
+            "target_norm": model.target_norm.state_dict(),
             "step": steps,
             "images_seen": steps * images_per_step,
         }, run_dir / "model.pt")

@@ -266,6 +266,7 @@ class Trainer:
             "teacher": self.model.teacher.state_dict(),
             "student": self.model.student.state_dict(),
             "predictor": self.model.predictor.state_dict(),
+            "target_norm": self.model.target_norm.state_dict(),  # running statistics (loss maps need them)
             "step": self.step,
             "images_seen": self.images_seen,
         }
