@@ -128,7 +128,7 @@ def test_model_pt_holds_weights_and_config_for_evaluation(uninterrupted):
 
     full_dir, _ = uninterrupted
     m = torch.load(full_dir / "out" / "model.pt", weights_only=True)
-    assert set(m) == {"config", "teacher", "student", "predictor", "step", "images_seen"}
+    assert set(m) == {"config", "teacher", "student", "predictor", "target_norm", "step", "images_seen"}
     encoder, cfg = load_encoder(full_dir / "out" / "model.pt")
     assert cfg.model.encoder.dim == 64 and not encoder.training
     assert yaml.safe_load((full_dir / "out" / "config.yaml").read_text())["train"]["steps"] == 24
