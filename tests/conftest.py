@@ -66,3 +66,14 @@ def make_image():
 @pytest.fixture
 def make_batch():
     return pack
+
+
+@pytest.fixture
+def batch(make_image, make_batch):
+    """Two packed rows: images a (4x6 patches) and b (4x4) in one row, c (6x4) in the other,
+    each with one register; context 24 and target 32 tokens."""
+    a = make_image(0, 4, 6, 2, num_registers=1, seed=1)
+    b = make_image(1, 4, 4, 1, num_registers=1, seed=2)
+    c = make_image(2, 6, 4, 3, num_registers=1, seed=3)
+    return make_batch([[a, b], [c]], 24, 32)
+

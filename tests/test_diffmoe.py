@@ -168,14 +168,6 @@ def _moe_model():
     )
 
 
-@pytest.fixture
-def batch(make_image, make_batch):
-    a = make_image(0, 4, 6, 2, num_registers=1, seed=1)
-    b = make_image(1, 4, 4, 1, num_registers=1, seed=2)
-    c = make_image(2, 6, 4, 3, num_registers=1, seed=3)
-    return make_batch([[a, b], [c]], 24, 32)
-
-
 def test_capacity_predictor_loss_is_added_to_the_ijepa_loss_and_trains_only_the_capacity_predictors(batch):
     torch.manual_seed(0)
     model = _moe_model()

@@ -21,14 +21,6 @@ def tiny_cfg(**objective):
     )
 
 
-@pytest.fixture
-def batch(make_image, make_batch):
-    a = make_image(0, 4, 6, 2, num_registers=1, seed=1)
-    b = make_image(1, 4, 4, 1, num_registers=1, seed=2)
-    c = make_image(2, 6, 4, 3, num_registers=1, seed=3)
-    return make_batch([[a, b], [c]], 24, 32)
-
-
 def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

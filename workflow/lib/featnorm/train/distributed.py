@@ -83,21 +83,22 @@ def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_ranks_have(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is True on every rank (a MIN over ranks)."""
+def _reduce_flag(flag: bool, op, device: torch.device) -> bool:
     if not active():
         return flag
     t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    dist.all_reduce(t, op=op)
     return bool(t.item())
+
+
+def all_ranks_have(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is True on every rank (a MIN over ranks)."""
+    return _reduce_flag(flag, dist.ReduceOp.MIN, device)
 
 
 def any_rank_has(flag: bool, device: torch.device) -> bool:
-    if not active():
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    """True when `flag` is True on some rank (a MAX over ranks)."""
+    return _reduce_flag(flag, dist.ReduceOp.MAX, device)
 
 
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
