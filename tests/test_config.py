@@ -27,9 +27,16 @@ def test_defaults_are_the_paper_vit_s_and_validate():
         ({"model": {"objective": {"target_capacity": 1.5}}}, "model.objective.target_capacity"),
         ({"model": {"objective": {"batch_repeat": 0}}}, "model.objective.batch_repeat"),
         (
-            {"model": {"objective": {"with_replacement": False, "batch_repeat": 4, "target_capacity": 0.5}}},
-            "sampling without replacement",
+            {"model": {"objective": {"target_with_replacement": False, "batch_repeat": 4, "target_capacity": 0.5}}},
+            "model.objective.target_capacity = 0.5 x batch_repeat = 4 exceeds 1",
         ),
+        (
+            {"model": {"objective": {"context_with_replacement": False, "batch_repeat": 4, "context_capacity": 0.5}}},
+            "set context_with_replacement: true",
+        ),
+        ({"model": {"objective": {"predict_registers": True}}}, "needs targets_include_context"),
+        ({"model": {"init": "xavier"}}, "model.init"),
+        ({"train": {"weight_decay_params": "some"}}, "train.weight_decay_params"),
         ({"model": {"objective": {"target_norm_beta": 1.0}}}, "target_norm_beta"),
         ({"model": {"objective": {"target_norm": "rmsnorm"}}}, "model.objective.target_norm"),
         ({"model": {"encoder": {"out_norm": "groupnorm"}}}, "model.encoder.out_norm"),
@@ -46,7 +53,9 @@ def test_impossible_settings_are_rejected_naming_the_field(overrides, field):
 
 
 def test_without_replacement_is_accepted_when_the_draws_fit():
-    cfg = run_config_from_dict({"model": {"objective": {"with_replacement": False, "batch_repeat": 4}}})
+    cfg = run_config_from_dict(
+        {"model": {"objective": {"context_with_replacement": False, "target_with_replacement": False, "batch_repeat": 4}}}
+    )
     assert cfg.model.objective.context_capacity * 4 <= 1
 
 

@@ -187,9 +187,9 @@ def test_packing_rebalance_is_threaded_from_the_config():
     from featnorm.config import RunConfig
 
     cfg = RunConfig()
+    assert PipelineSpec.from_config(cfg).packer().rebalance is False  # the reference's default
+    cfg.data.packing_rebalance = True
     assert PipelineSpec.from_config(cfg).packer().rebalance is True
-    cfg.data.packing_rebalance = False
-    assert PipelineSpec.from_config(cfg).packer().rebalance is False
 
 
 def test_packer_rejects_image_that_can_never_fit():

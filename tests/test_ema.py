@@ -16,7 +16,7 @@ def _pair():
         for p in student.parameters():
             p.add_(torch.randn_like(p))
         student.out_norm.running_mean.normal_()
-        student.out_norm.running_var.uniform_(1, 2)
+        student.out_norm.running_std.uniform_(1, 2)
     return teacher, student
 
 
@@ -35,7 +35,7 @@ def test_ema_update_copies_buffers_and_frozen_parameters_from_the_student():
     student.patch_embed.bias.requires_grad_(False)  # a non-trainable parameter
     ema_update(teacher, student, 0.99)
     assert torch.equal(teacher.out_norm.running_mean, student.out_norm.running_mean)
-    assert torch.equal(teacher.out_norm.running_var, student.out_norm.running_var)
+    assert torch.equal(teacher.out_norm.running_std, student.out_norm.running_std)
     assert torch.equal(teacher.patch_embed.bias, student.patch_embed.bias)
     assert not torch.equal(teacher.patch_embed.weight, student.patch_embed.weight)
 

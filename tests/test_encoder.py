@@ -42,7 +42,7 @@ def test_packed_rows_match_images_encoded_alone(make_image, block_norm, out_norm
     enc = Encoder(tiny(block_norm=block_norm, qk_norm=block_norm, out_norm=out_norm, pos_embed=pos_embed, out_norm_affine=True), PATCH_DIM)
     if out_norm == "batchnorm":
         enc.out_norm.running_mean.normal_()
-        enc.out_norm.running_var.uniform_(0.5, 2.0)
+        enc.out_norm.running_std.uniform_(0.5, 2.0)
     enc.eval()
     (a_pix, a_ids), (pix, ids), a_index = _alone_and_packed(make_image)
     with torch.no_grad():

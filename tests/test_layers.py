@@ -9,7 +9,7 @@ from featnorm.layers import (
     Attention,
     DiffMoE,
     DynTanh,
-    MaskedBatchNorm,
+    RunningNorm,
     RoPE2D,
     apply_rope,
     attention_mask,
@@ -60,25 +60,44 @@ def test_make_norm_builds_each_kind_with_the_affine_switch():
         make_norm("rmsnorm", 4)
 
 
-def test_masked_batchnorm_uses_real_tokens_only_and_running_stats_in_eval():
+def test_running_norm_starts_from_the_first_batch_then_follows_an_ema_of_real_tokens_only():
     torch.manual_seed(0)
-    bn = MaskedBatchNorm(4, affine=False, momentum=0.5)
-    x = torch.randn(2, 6, 4) * 2 + 1
+    norm = RunningNorm(4, beta=0.75)
+    x = torch.randn(2, 6, 4, dtype=torch.float64) * 2 + 1
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False
     x[1, 4:] = 1e6  # padding must not enter the statistics
-    y = bn(x, mask)
-    real = y[mask]
-    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
-    torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
     xr = x[mask]
-    torch.testing.assert_close(bn.running_mean, 0.5 * xr.mean(0), atol=1e-5, rtol=0)
-    torch.testing.assert_close(bn.running_var, 0.5 + 0.5 * xr.var(0, unbiased=True), atol=1e-4, rtol=0)
-    bn.eval()
-    before = bn.running_mean.clone()
-    y = bn(x, mask)
-    torch.testing.assert_close(y, (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps))
-    assert torch.equal(bn.running_mean, before)
+    y = norm(x.float(), mask)
+    # first batch: the running values are this batch's mean and unbiased std
+    torch.testing.assert_close(norm.running_mean.double(), xr.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(norm.running_std.double(), xr.std(0, unbiased=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[mask].double(), (xr - xr.mean(0)) / xr.std(0), atol=1e-4, rtol=0)
+    x2 = torch.randn(2, 6, 4, dtype=torch.float64) * 3 - 2
+    x2r = x2[mask]
+    y2 = norm(x2.float(), mask)
+    mean = 0.75 * xr.mean(0) + 0.25 * x2r.mean(0)
+    std = 0.75 * xr.std(0) + 0.25 * x2r.std(0)
+    torch.testing.assert_close(norm.running_mean.double(), mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(norm.running_std.double(), std, atol=1e-5, rtol=0)
+    torch.testing.assert_close(y2.double(), (x2 - mean) / std, atol=1e-4, rtol=1e-5)  # running values, in training too
+    norm.eval()
+    before = norm.running_mean.clone()
+    norm(x, mask)
+    assert torch.equal(norm.running_mean, before)
+
+
+def test_running_norm_singleton_uses_one_scalar_over_tokens_and_channels_and_clamps_the_std():
+    norm = RunningNorm(3, per_channel=False, eps=1e-5)
+    x = torch.randn(1, 5, 3, dtype=torch.float64)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    norm(x.float(), mask)
+    assert norm.running_mean.shape == (1,)
+    torch.testing.assert_close(norm.running_mean.double(), x.mean().reshape(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(norm.running_std.double(), x.std().reshape(1), atol=1e-6, rtol=0)
+    const = torch.full((1, 5, 3), 2.0)
+    fresh = RunningNorm(3, per_channel=False, eps=1e-5)
+    assert torch.isfinite(fresh(const, mask)).all()  # std 0 clamped at eps
 
 
 def test_rope_does_not_rotate_registers_or_padding():

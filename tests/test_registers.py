@@ -50,7 +50,8 @@ def _register_keys(ids):
 @pytest.mark.parametrize("with_replacement", [True, False])
 def test_every_predictor_copy_gets_every_encoder_register_of_its_row_once(batch, with_replacement):
     torch.manual_seed(0)
-    model = IJEPA(_cfg(batch_repeat=4, context_capacity=0.25, target_capacity=0.25, with_replacement=with_replacement))
+    model = IJEPA(_cfg(batch_repeat=4, context_capacity=0.25, target_capacity=0.25,
+                       context_with_replacement=with_replacement, target_with_replacement=with_replacement))
     seen = _capture_predictor_inputs(model)
     model(batch, torch.Generator().manual_seed(0))
     B = batch.pixels.shape[0]

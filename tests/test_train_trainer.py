@@ -105,13 +105,28 @@ def test_resume_in_process_repeats_the_uninterrupted_losses(tmp_path, synthetic_
                 assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a, b)
 
 
-def test_no_weight_decay_on_norms_biases_and_embeddings(synthetic_data):
+def test_weight_decay_on_every_trainable_parameter_by_default_as_the_reference(synthetic_data):
+    from featnorm.ijepa import IJEPA
+
+    cfg = tiny_config()
+    assert cfg.train.weight_decay_params == "all"
+    model = IJEPA(cfg.model)
+    (group,) = param_groups(model, 0.05, cfg.train.weight_decay_params)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in group["params"]} == trainable and group["weight_decay"] == 0.05
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in group["params"]}
+    assert any(n.endswith("mask_token") for n in decayed) and any(n.endswith("alpha") for n in decayed)
+    assert not any(n.startswith("teacher.") for n in decayed)
+
+
+def test_matrices_only_weight_decay_skips_norms_biases_and_embeddings(synthetic_data):
     from featnorm.ijepa import IJEPA
 
     cfg = tiny_config()
     cfg.model.encoder.pos_embed = "absolute"
     model = IJEPA(cfg.model)
-    decay, no_decay = param_groups(model, 0.05)
+    decay, no_decay = param_groups(model, 0.05, "matrices")
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim == 2 for p in decay["params"])
     nd = {names[id(p)] for p in no_decay["params"]}
@@ -120,13 +135,13 @@ def test_no_weight_decay_on_norms_biases_and_embeddings(synthetic_data):
     assert not any(n.startswith("teacher.") for n in nd | {names[id(p)] for p in decay["params"]})
 
 
-def test_diffmoe_expert_biases_get_no_weight_decay():
+def test_diffmoe_expert_biases_get_no_weight_decay_with_matrices_only():
     from featnorm.ijepa import IJEPA
 
     cfg = tiny_config()
     cfg.model.encoder.moe.num_experts = 2
     model = IJEPA(cfg.model)
-    decay, no_decay = param_groups(model, 0.05)
+    decay, no_decay = param_groups(model, 0.05, "matrices")
     names = {id(p): n for n, p in model.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
     moe_biases = {n for n in names.values() if n.startswith("student.") and n.rsplit(".", 1)[-1] in ("b1", "b2")}

@@ -61,7 +61,7 @@ class EncoderConfig:
     num_heads: int = 6
     mlp_ratio: float = 4.0
     qk_norm: NormKind = "layernorm"
-    block_norm: NormKind = "layernorm"
+    block_norm: NormKind = "dyntanh"  # the reference's conf/small.yaml (norm_mode: dyntanh)
     out_norm: OutNormKind = "dyntanh"
     out_norm_affine: bool = False
     pos_embed: Literal["rope", "absolute"] = "rope"
@@ -84,8 +84,11 @@ class PredictorConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     qk_norm: NormKind = "layernorm"
-    block_norm: NormKind = "layernorm"
+    block_norm: NormKind = "dyntanh"  # the reference's conf/small.yaml (norm_mode: dyntanh)
     out_norm: NormKind = "layernorm"
+    # Input projection: a linear map (reference default) or Linear -> tanh-GELU -> Linear with
+    # a hidden width of 4 x encoder dim (the reference's should_mlp_in)
+    mlp_in: bool = False
     pos_embed: Literal["rope", "absolute"] = "rope"
     rope_base: float = 10000.0
     max_grid_size: int = 64
@@ -109,14 +112,31 @@ class ObjectiveConfig:
     batch_repeat: int = 4
     context_capacity: float = 0.25
     target_capacity: float = 0.25
-    with_replacement: bool = True  # independent draws per copy; False: disjoint chunks
+    # per segment: independent draws per copy (true), or disjoint chunks of one permutation
+    context_with_replacement: bool = True
+    target_with_replacement: bool = True
     smooth_l1_beta: float = 1.0
+    # The reference's hidden options (all off there, as here):
+    # targets drawn from every window of the row, context windows included
+    # (should_predict_from_all_target)
+    targets_include_context: bool = False
+    # windows made only of padding are drawn after every real window (should_attempt_mask_dropping);
+    # false: drawn like any other window (they never count in the loss)
+    padding_windows_last: bool = True
+    # register tokens drawn as targets count in the loss (should_predict_register_tokens; only
+    # with targets_include_context, since registers sit in the context segment)
+    predict_registers: bool = False
 
 
 @dataclass
 class ModelConfig:
     patch_size: int = 16
     window_size: int = 2
+    # Weight init of student, teacher and predictor: PyTorch's defaults (nn.Linear's
+    # kaiming-uniform weights and uniform biases: the reference's) or ViT-style trunc-normal
+    # std 0.02 weights with zero biases. Learned embeddings (registers, mask token, absolute
+    # positions) are normal std 0.02 in both.
+    init: Literal["torch-default", "trunc-normal"] = "torch-default"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -138,10 +158,10 @@ class DataConfig:
     rows_per_pack: int = 64
     shuffle_buffer: int = 1000
     num_workers: int = 4
-    # True: the packer moves target windows into the context (each image within its allowed
-    # range) to fill both segments (~0.96; mean context fraction 0.383 -> ~0.402). False: every
-    # image keeps its drawn split, as the reference (featnorm.data.packing explains both)
-    packing_rebalance: bool = True
+    # False (the reference): every image keeps its drawn split. True: the packer moves target
+    # windows into the context (each image within its allowed range) to fill both segments
+    # (~0.96 instead of ~0.90; mean context fraction 0.383 -> ~0.402; featnorm.data.packing)
+    packing_rebalance: bool = False
 
 
 @dataclass
@@ -156,6 +176,9 @@ class TrainConfig:
     lr_end: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05
+    # which parameters decay: "all" (the reference: biases, norm gains, DynTanh alphas, mask
+    # token and registers too) or "matrices" (the usual ViT choice: weight matrices only)
+    weight_decay_params: Literal["all", "matrices"] = "all"
     grad_clip: float = 0.0  # 0 disables
     ema_start: float = 0.95
     ema_mid: float = 0.999
@@ -355,16 +378,21 @@ def validate(cfg: RunConfig) -> None:
     _validate_net(m.predictor, "model.predictor")
     o = m.objective
     _check(o.batch_repeat >= 1, f"model.objective.batch_repeat must be >= 1, got {o.batch_repeat}")
-    for name in ("context_capacity", "target_capacity"):
-        v = getattr(o, name)
-        _check(0 < v <= 1, f"model.objective.{name} = {v} must be in (0, 1]")
-        if not o.with_replacement:
+    for seg in ("context", "target"):
+        v = getattr(o, f"{seg}_capacity")
+        _check(0 < v <= 1, f"model.objective.{seg}_capacity = {v} must be in (0, 1]")
+        if not getattr(o, f"{seg}_with_replacement"):
             _check(
                 v * o.batch_repeat <= 1 + 1e-9,
-                f"model.objective.{name} = {v} x batch_repeat = {o.batch_repeat} exceeds 1: "
+                f"model.objective.{seg}_capacity = {v} x batch_repeat = {o.batch_repeat} exceeds 1: "
                 "sampling without replacement cannot give that many disjoint draws; "
-                "lower one of them or set with_replacement: true",
+                f"lower one of them or set {seg}_with_replacement: true",
             )
+    _check(
+        not o.predict_registers or o.targets_include_context,
+        "model.objective.predict_registers needs targets_include_context: true "
+        "(register tokens sit in the context segment, so only then can they be targets)",
+    )
     _check(0 < o.target_norm_beta < 1, "model.objective.target_norm_beta must be in (0, 1)")
     _check(o.smooth_l1_beta > 0, "model.objective.smooth_l1_beta must be positive")
 

@@ -6,6 +6,9 @@
 3. Batch repeat: for each of r copies, random context windows and target windows
    (capacities of the config) are gathered window-contiguously. The encoder's register
    windows are never sampled: every copy gets all register windows of its row, first.
+   With `objective.targets_include_context` the targets are drawn from every window of
+   the row (the teacher's outputs at context windows included), as the reference's
+   should_predict_from_all_target.
 4. The predictor maps the chosen context features + target positions to predictions.
 5. Smooth-L1 between predictions and targets, averaged over real, non-register target
    tokens, plus the DiffMoE capacity-predictor losses of the student and the predictor.
@@ -68,10 +71,10 @@ class IJEPA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.student = Encoder(cfg.encoder, cfg.patch_dim)
+        self.student = Encoder(cfg.encoder, cfg.patch_dim, init=cfg.init)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
-        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim)
+        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim, init=cfg.init)
         o = cfg.objective
         self.target_norm = TargetNorm(o.target_norm, cfg.encoder.dim, beta=o.target_norm_beta)
         # A plain dict (not registered as submodules): the layers whose aux losses train.
@@ -92,11 +95,15 @@ class IJEPA(nn.Module):
     ) -> IJEPAOutput:
         o, ws = self.cfg.objective, self.cfg.window_size
         Lc = batch.context_length
-        ctx_ids, tgt_ids = batch.context_ids, batch.target_ids
+        ctx_ids = batch.context_ids
+        # the tokens the predictor may be asked for: the target segment, or the whole row
+        from_all = o.targets_include_context and not predict_all_targets
+        tgt_ids = batch.token_ids if from_all else batch.target_ids
 
         with torch.no_grad():
             teacher_out = self.teacher(batch.pixels, batch.token_ids)
-            targets = self.target_norm(teacher_out[:, Lc:], is_patch(tgt_ids))
+            scored = self._scored(tgt_ids)
+            targets = self.target_norm(teacher_out if from_all else teacher_out[:, Lc:], scored)
         context = self.student(batch.context_pixels, ctx_ids)
 
         if predict_all_targets:
@@ -104,11 +111,14 @@ class IJEPA(nn.Module):
         else:
             r = o.batch_repeat
             ctx_pad, tgt_pad = padding_windows(ctx_ids, ws), padding_windows(tgt_ids, ws)
-            kc = windows_per_copy(ctx_pad.shape[1], o.context_capacity)
-            kt = windows_per_copy(tgt_pad.shape[1], o.target_capacity)
+            if not o.padding_windows_last:
+                ctx_pad, tgt_pad = torch.zeros_like(ctx_pad), torch.zeros_like(tgt_pad)
+            kc = windows_per_copy(ctx_pad.shape[1], o.context_capacity, r, o.context_with_replacement)
+            kt = windows_per_copy(tgt_pad.shape[1], o.target_capacity, r, o.target_with_replacement)
             ctx_reg = register_windows(ctx_ids, ws) if self.cfg.encoder.num_registers > 0 else None
-            cw = sample_windows(ctx_pad if ctx_reg is None else ctx_pad | ctx_reg, r, kc, o.with_replacement, generator)
-            tw = sample_windows(tgt_pad, r, kt, o.with_replacement, generator)
+            ctx_last = ctx_pad if ctx_reg is None else ctx_pad | ctx_reg
+            cw = sample_windows(ctx_last, r, kc, o.context_with_replacement, generator)
+            tw = sample_windows(tgt_pad, r, kt, o.target_with_replacement, generator)
             pred_ctx = gather_windows(context, cw, ws)
             pred_ctx_ids = gather_windows(ctx_ids, cw, ws)
             pred_tgt_ids = gather_windows(tgt_ids, tw, ws)
@@ -117,7 +127,7 @@ class IJEPA(nn.Module):
                 pred_ctx, pred_ctx_ids = self._with_registers(context, ctx_ids, ctx_reg, pred_ctx, pred_ctx_ids, r)
 
         predictions = self.predictor(pred_ctx, pred_ctx_ids, pred_tgt_ids)
-        token_mask = is_patch(pred_tgt_ids)
+        token_mask = self._scored(pred_tgt_ids)
         per_channel = F.smooth_l1_loss(predictions.float(), pred_targets, reduction="none", beta=o.smooth_l1_beta)
         token_losses = per_channel.mean(-1) * token_mask
         count = token_mask.sum()
@@ -127,7 +137,7 @@ class IJEPA(nn.Module):
             moe_stats["prediction_loss"] = loss  # the smooth-L1 alone, comparable with dense runs
             loss = loss + moe_stats["moe_aux_loss"]
 
-        real_targets = targets[is_patch(tgt_ids)]
+        real_targets = targets[scored]
         with torch.no_grad():
             stats = {
                 "num_predicted_tokens": count.detach(),
@@ -143,6 +153,13 @@ class IJEPA(nn.Module):
             token_mask=token_mask,
             stats=stats,
         )
+
+    def _scored(self, ids: torch.Tensor) -> torch.Tensor:
+        """`(B, L, 4)` ids -> `(B, L)` bool: the tokens whose prediction counts in the loss
+        (image patches; also registers with `objective.predict_registers`)."""
+        if self.cfg.objective.predict_registers:
+            return is_patch(ids) | is_register(ids)
+        return is_patch(ids)
 
     def _with_registers(self, context, ctx_ids, ctx_reg, pred_ctx, pred_ctx_ids, r):
         """Prepend every register window of each row to all r copies of it, and wipe any

@@ -43,21 +43,27 @@ def register_window_index(reg_windows: torch.Tensor) -> tuple[torch.Tensor, torc
     return order, torch.arange(M, device=reg_windows.device)[None] < count[:, None]
 
 
-def windows_per_copy(num_windows: int, capacity: float) -> int:
-    """floor(capacity x windows), at least 1: r copies at capacity <= 1/r then stay disjoint."""
-    return max(1, int(capacity * num_windows + 1e-9))
+def windows_per_copy(num_windows: int, capacity: float, num_copies: int = 1, with_replacement: bool = True) -> int:
+    """Windows each copy draws: round(capacity x windows) as the reference (Python's round,
+    half to even), at least 1. Without replacement, at most floor(windows / num_copies), so
+    r copies at capacity <= 1/r stay disjoint."""
+    k = max(1, round(capacity * num_windows))
+    if not with_replacement:
+        k = min(k, max(1, num_windows // num_copies))
+    return k
 
 
 def sample_windows(
-    pad_windows: torch.Tensor,
+    last_windows: torch.Tensor,
     num_copies: int,
     k: int,
     with_replacement: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """`(B, W)` all-padding flags -> `(num_copies, B, k)` window indices."""
-    B, W = pad_windows.shape
-    device = pad_windows.device
+    """`(B, W)` flags of the windows to draw last (all-padding windows, registers) ->
+    `(num_copies, B, k)` window indices."""
+    B, W = last_windows.shape
+    device = last_windows.device
     if k > W:
         raise ValueError(f"cannot draw {k} windows from a segment of {W} windows")
     if not with_replacement and num_copies * k > W:
@@ -68,7 +74,7 @@ def sample_windows(
     gen_device = generator.device if generator is not None else device
     n = num_copies if with_replacement else 1
     keys = torch.rand(n, B, W, generator=generator, device=gen_device).to(device)
-    keys = keys + 2.0 * pad_windows.to(keys.dtype)  # real keys in [0, 1), padding in [2, 3)
+    keys = keys + 2.0 * last_windows.to(keys.dtype)  # others in [0, 1), drawn-last ones in [2, 3)
     if with_replacement:
         return keys.topk(k, dim=-1, largest=False, sorted=True).indices
     perm = keys[0].argsort(-1)[:, : num_copies * k]

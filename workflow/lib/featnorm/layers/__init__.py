@@ -6,7 +6,7 @@ from featnorm.layers.block import Block
 from featnorm.layers.diffmoe import DiffMoE
 from featnorm.layers.dyntanh import DynTanh
 from featnorm.layers.mlp import Mlp, make_mlp
-from featnorm.layers.norms import MaskedBatchNorm, make_norm, masked_mean_var
+from featnorm.layers.norms import RunningNorm, make_norm, masked_mean_var
 from featnorm.layers.rope import RoPE2D, apply_rope
 from featnorm.layers.tome import MergeState, merge_plan, merge_tokens, unmerge
 
@@ -16,7 +16,7 @@ __all__ = [
     "Block",
     "DiffMoE",
     "DynTanh",
-    "MaskedBatchNorm",
+    "RunningNorm",
     "MergeState",
     "Mlp",
     "RoPE2D",

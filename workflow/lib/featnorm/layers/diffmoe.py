@@ -26,6 +26,8 @@ thresholds nor computes `aux_loss`: the EMA copies them from the student (buffer
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -63,7 +65,15 @@ class DiffMoE(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # ViT-style, as init_vit_weights does for nn.Linear (which it applies to gate/predictor).
+        """Each expert as a fresh nn.Linear pair: weights and biases uniform in
+        +-1/sqrt(fan_in) (kaiming-uniform with a = sqrt(5), PyTorch's default)."""
+        for w, b in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1.0 / math.sqrt(w.shape[1])  # fan_in: the input width of one expert
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def vit_init(self) -> None:
+        """ViT-style experts (model.init: trunc-normal): trunc-normal std 0.02, zero biases."""
         nn.init.trunc_normal_(self.w1, std=0.02, a=-0.04, b=0.04)
         nn.init.trunc_normal_(self.w2, std=0.02, a=-0.04, b=0.04)
         nn.init.zeros_(self.b1)

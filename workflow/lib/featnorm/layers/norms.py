@@ -1,8 +1,8 @@
-"""Norm layers chosen by config: LayerNorm, DynTanh, and a padding-aware batchnorm.
+"""Norm layers chosen by config: LayerNorm, DynTanh, and a padding-aware running batchnorm.
 
 `make_norm` builds the per-token norms (block norms, q/k norms, output norms);
-`MaskedBatchNorm` normalizes each channel with statistics over the real tokens of a
-packed batch only (padding never enters the statistics).
+`RunningNorm` normalizes by running statistics over the real tokens of packed batches
+only (padding never enters the statistics).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from featnorm.config import DynTanhConfig
 from featnorm.layers.dyntanh import DynTanh
 
-LAYERNORM_EPS = 1e-6
+LAYERNORM_EPS = 1e-5  # nn.LayerNorm's default, as the reference
 
 
 def make_norm(kind: str, dim: int, affine: bool = True, dyntanh: DynTanhConfig | None = None) -> nn.Module:
@@ -70,20 +70,26 @@ def distributed_count(mask: torch.Tensor) -> torch.Tensor:
     return n.clamp_min(2)
 
 
-class MaskedBatchNorm(nn.Module):
-    """Batchnorm over the channels of `(B, L, dim)` tokens, statistics over real tokens only.
+class RunningNorm(nn.Module):
+    """Normalize `(B, L, dim)` tokens by running statistics of the real tokens (the
+    reference's RunningBatchNorm; the encoder's `batchnorm` output norm and the
+    `running-batchnorm*` target norms).
 
-    Training: normalize with the batch statistics of the masked tokens and update running
-    statistics (`running = (1 - momentum) * running + momentum * batch`, unbiased variance,
-    as `nn.BatchNorm1d`). Eval: normalize with the running statistics. Under
-    torch.distributed the training statistics are global over processes (SyncBatchNorm).
+    Training: the mean and the (unbiased) std of this batch's masked tokens - per channel,
+    or one scalar over tokens and channels with `per_channel=False` - initialise the running
+    values at the first training batch and move them by EMA (`beta`) afterwards; the input
+    is then normalized with the running values, in training too, so no gradient flows
+    through the statistics. Eval: the running values as they are. The std is clamped at
+    `eps`. Under torch.distributed the batch statistics are over every process's tokens.
     """
 
-    def __init__(self, dim: int, affine: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+    def __init__(self, dim: int, per_channel: bool = True, beta: float = 0.99, eps: float = 1e-5, affine: bool = False):
         super().__init__()
-        self.dim, self.momentum, self.eps = dim, momentum, eps
-        self.register_buffer("running_mean", torch.zeros(dim))
-        self.register_buffer("running_var", torch.ones(dim))
+        self.dim, self.per_channel, self.beta, self.eps = dim, per_channel, beta, eps
+        size = dim if per_channel else 1
+        self.register_buffer("running_mean", torch.zeros(size))
+        self.register_buffer("running_std", torch.ones(size))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         if affine:
             self.weight = nn.Parameter(torch.ones(dim))
             self.bias = nn.Parameter(torch.zeros(dim))
@@ -91,21 +97,30 @@ class MaskedBatchNorm(nn.Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
 
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        """Fold this batch's statistics of `x (B, L, dim)` at `mask (B, L)` into the running ones."""
+        mean, var = masked_mean_var(x.detach(), mask, per_channel=self.per_channel, sync=True)
+        n = distributed_count(mask) * (1 if self.per_channel else x.shape[-1])
+        std = (var * n / (n - 1)).sqrt()
+        if not bool(self.initialized):
+            self.running_mean.copy_(mean)
+            self.running_std.copy_(std)
+            self.initialized.fill_(True)
+        else:
+            self.running_mean.lerp_(mean, 1 - self.beta)
+            self.running_std.lerp_(std, 1 - self.beta)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x `(B, L, dim)`, mask `(B, L)` bool (True on tokens that enter the statistics)."""
         if self.training:
-            mean, var = masked_mean_var(x, mask, sync=True)
-            with torch.no_grad():
-                n = distributed_count(mask).to(var.dtype)
-                unbiased = var * n / (n - 1)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        y = (x - mean.to(x.dtype)) * torch.rsqrt(var.to(x.dtype) + self.eps)
+            self.update(x, mask)
+        mean = self.running_mean.to(x.dtype)
+        std = self.running_std.clamp_min(self.eps).to(x.dtype)
+        y = (x - mean) / std
         if self.weight is not None:
             y = torch.addcmul(self.bias, y, self.weight)
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, affine={self.weight is not None}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.dim}, per_channel={self.per_channel}, beta={self.beta}, eps={self.eps}, affine={self.weight is not None}"

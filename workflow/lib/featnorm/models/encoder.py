@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from featnorm.config import EncoderConfig
-from featnorm.layers import DiffMoE, MaskedBatchNorm, make_norm
+from featnorm.layers import DiffMoE, RunningNorm, make_norm
 from featnorm.models.block_stack import run_blocks, stack_parts
-from featnorm.models.init import init_vit_weights
+from featnorm.models.init import init_weights
 from featnorm.tokens import REGISTER, is_patch, is_register
 
 
@@ -26,7 +26,7 @@ class Encoder(nn.Module):
     (`cfg.tome.ratio > 0`; outputs are unmerged to the input length).
     """
 
-    def __init__(self, cfg: EncoderConfig, patch_dim: int):
+    def __init__(self, cfg: EncoderConfig, patch_dim: int, init: str = "torch-default"):
         super().__init__()
         self.cfg = cfg
         self.dim = cfg.dim
@@ -34,10 +34,10 @@ class Encoder(nn.Module):
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.encoder")
         self.register_parameter("registers", registers)
         if cfg.out_norm == "batchnorm":
-            self.out_norm = MaskedBatchNorm(cfg.dim, affine=cfg.out_norm_affine)
+            self.out_norm = RunningNorm(cfg.dim, beta=0.99, affine=cfg.out_norm_affine)
         else:
             self.out_norm = make_norm(cfg.out_norm, cfg.dim, affine=cfg.out_norm_affine, dyntanh=cfg.dyntanh)
-        self.apply(init_vit_weights)
+        init_weights(self, init)
 
     def embed(self, pixels: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """`(B, L, patch_dim)`, `(B, L, 4)` -> `(B, L, dim)` input tokens (depth 0)."""
@@ -51,7 +51,7 @@ class Encoder(nn.Module):
         return x
 
     def norm_output(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.out_norm, MaskedBatchNorm):
+        if isinstance(self.out_norm, RunningNorm):
             return self.out_norm(x, is_patch(token_ids))
         return self.out_norm(x)
 

@@ -8,12 +8,12 @@ from torch import nn
 from featnorm.config import PredictorConfig
 from featnorm.layers import make_norm
 from featnorm.models.block_stack import run_blocks, stack_parts
-from featnorm.models.init import init_vit_weights
+from featnorm.models.init import init_weights
 from featnorm.tokens import PAD_ID, REGISTER, SAMPLE, is_patch, is_register, padding_ids
 
 
 class Predictor(nn.Module):
-    """Linear `encoder_dim -> dim`; target slots enter as zeros plus a learned mask token and
+    """Linear `encoder_dim -> dim` (or a 2-layer MLP with `mlp_in`); target slots enter as zeros plus a learned mask token and
     get positions (RoPE-2D or absolute) by their row/col; pre-norm blocks over the concatenated
     context + target sequence with the sample-id attention mask (a row may mix images);
     output norm; linear `dim -> encoder_dim`.
@@ -28,16 +28,20 @@ class Predictor(nn.Module):
     -> predictions `(B, Lt, encoder_dim)`.
     """
 
-    def __init__(self, cfg: PredictorConfig, encoder_dim: int):
+    def __init__(self, cfg: PredictorConfig, encoder_dim: int, init: str = "torch-default"):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Linear(encoder_dim, cfg.dim)
+        if cfg.mlp_in:  # the reference's should_mlp_in
+            hidden = 4 * encoder_dim
+            self.embed = nn.Sequential(nn.Linear(encoder_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, cfg.dim))
+        else:
+            self.embed = nn.Linear(encoder_dim, cfg.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.dim) * 0.02)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.predictor")
         self.register_parameter("registers", registers)
         self.out_norm = make_norm(cfg.out_norm, cfg.dim, affine=True, dyntanh=cfg.dyntanh)
         self.out_proj = nn.Linear(cfg.dim, encoder_dim)
-        self.apply(init_vit_weights)
+        init_weights(self, init)
 
     def register_ids(self, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         """Ids of the predictor registers: `(B, M * num_registers, 4)`, M the most images

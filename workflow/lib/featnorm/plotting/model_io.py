@@ -88,7 +88,7 @@ def count_parameters(ckpt: dict, path: str | Path = "model.pt") -> dict[str, int
             out[key] = int(sum(v.numel() for n, v in sd.items() if n in names))
         else:
             out[key] = int(sum(v.numel() for n, v in sd.items() if torch.is_floating_point(v)
-                               and not n.endswith(("running_mean", "running_var"))))
+                               and not n.endswith(("running_mean", "running_std"))))
     return out
 
 

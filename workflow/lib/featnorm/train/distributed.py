@@ -10,7 +10,7 @@ What is synchronised where (see featnorm.train.trainer for the loop):
 - the loss: `IJEPA` divides each rank's token-loss sum by the *global* mean token count,
   so the rank average equals the one-process loss over the whole batch;
 - running statistics: target norm (`running-batchnorm*`, `batchnorm`) and the encoder's
-  `MaskedBatchNorm` use all-reduced sums; DiffMoE thresholds average their k-th scores;
+  `RunningNorm` use all-reduced sums; DiffMoE thresholds average their k-th scores;
 - the teacher: the EMA of identical students is identical on every rank;
 - data: each rank reads a disjoint part of every epoch (`TrainLoader(rank, world_size)`);
   ranks agree every step on whether the epoch goes on (`all_ranks_have`).

@@ -84,11 +84,18 @@ class TrainResult:
     stopped_by: str  # "done", "SIGTERM", "SIGINT"
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only; none on norms, biases, DynTanh alphas,
-    learned position tables, register tokens and the mask embedding (the usual ViT choice)."""
+def param_groups(model: torch.nn.Module, weight_decay: float, which: str = "all") -> list[dict]:
+    """AdamW groups. `which="all"` (the reference): every trainable parameter decays.
+    `which="matrices"` (the usual ViT choice): only weight matrices decay; norms, biases,
+    DynTanh alphas, learned position tables, register tokens, the mask embedding and what a
+    layer names in `no_weight_decay()` (DiffMoE's per-expert biases) do not."""
     from featnorm.layers import AbsolutePositionEmbedding
 
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if which == "all":
+        return [{"params": [p for _, p in trainable], "weight_decay": weight_decay}]
+    if which != "matrices":
+        raise ValueError(f"unknown weight_decay_params {which!r}; expected 'all' or 'matrices'")
     no_decay_ids = set()
     for module in model.modules():
         if isinstance(module, AbsolutePositionEmbedding):
@@ -97,9 +104,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         for name in getattr(module, "no_weight_decay", lambda: ())():
             no_decay_ids.add(id(getattr(module, name)))
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    for name, p in trainable:
         leaf = name.rsplit(".", 1)[-1]
         if p.ndim < 2 or id(p) in no_decay_ids or leaf in ("registers", "mask_token"):
             no_decay.append(p)
@@ -161,7 +166,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = IJEPA(cfg.model).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, t.weight_decay), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay,
+            param_groups(self.model, t.weight_decay, t.weight_decay_params), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay,
             fused=True,  # one kernel for all parameters, on the CPU as on CUDA
         )
         # each rank draws its own predictor windows (rank 0's stream is the one-process one)
