@@ -88,3 +88,15 @@ def test_make_demo_data_script_runs(tmp_path):
     mod.main(["--kind", "depth", "--out", str(tmp_path / "d.mat"), "--train", "3", "--val", "2", "--height", "24", "--width", "32"])
     assert len(list((tmp_path / "c").rglob("*.jpg"))) == 20 and (tmp_path / "d.mat").is_file()
     Image.open(next((tmp_path / "c").rglob("*.jpg"))).verify()
+
+
+def test_every_element_of_the_structure_gets_its_own_colour():
+    from featnorm.data.demo_classification import _elements
+
+    for cls in range(len(CLASSES)):
+        rng = np.random.default_rng([2, 0, cls])
+        labels = _elements(cls, 96, 128, rng)
+        assert len(np.unique(labels)) >= 3, CLASSES[cls]  # more than a foreground/background pair
+    img = render(0, np.random.default_rng([2, 1, 0]))  # horizontal stripes
+    row_colours = {tuple(np.round(img[r].mean(0) / 32)) for r in range(0, img.shape[0], 4)}
+    assert len(row_colours) > 4

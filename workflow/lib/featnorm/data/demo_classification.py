@@ -1,10 +1,15 @@
 """A generated classification set whose class is the structure of the scene.
 
 Ten classes: horizontal, vertical and diagonal stripes, checkerboard, concentric rings,
-scattered discs, scattered rectangles, a dot lattice, blobby texture and a line grid.
-Colours, brightness, scale, phase, position and size are drawn independently of the class
-(foreground and background colours from the same distribution for every class), so a
-probe must read shapes and arrangement, not a global colour. Images are 64-320 px per
+scattered discs, scattered rectangles, a dot lattice, blobby regions and a line grid.
+Every element of the structure (a stripe, a cell, a disc, a region, the background) gets
+its own random colour, and brightness, scale, phase, position and size are drawn
+independently of the class, so nothing but the geometry tells the classes apart. That is
+also what makes the demo a test of I-JEPA: the colour of a masked element cannot be
+predicted from the context, its geometry can, so the features that predict masked regions
+are the ones that carry the class (with one random colour pair per image, as an earlier
+version had, predicting the colour was most of the task and trained encoders did not beat
+a random one). Images are 64-320 px per
 side with aspect 0.5-2, written as JPEG (quality 90) in the image-folder layout
 `<out>/<split>/<NN-name>/<index>.jpg` that `imagefolder.pack_imagefolder` packs.
 Image i of a split is drawn from `default_rng([seed, split, i])`: deterministic by seed.
@@ -42,72 +47,69 @@ def _size(rng: np.random.Generator) -> tuple[int, int]:
     return h, w
 
 
-def _mask(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """`(h, w)` float mask in [0, 1] of the class's structure."""
+def _elements(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """`(h, w)` int64 map of the class's structure: one label per element (a band, a cell, a
+    disc, a region, the background), so that every element can get its own colour."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     s = min(h, w)
     period = rng.uniform(0.08, 0.3) * s + 4
-    phase = rng.uniform(0, 2 * np.pi)
+    phase = rng.uniform(0, 1)  # in periods
     jitter = rng.uniform(-0.15, 0.15)  # small rotation, radians
 
-    def stripes(u):
-        return (np.sin(2 * np.pi * u / period + phase) > 0).astype(np.float32)
+    def bands(u):  # half-period bands along u: alternating elements, as stripes
+        return np.floor(2 * (u / period + phase)).astype(np.int64)
 
     if cls == 0:
-        return stripes(y + jitter * x)
+        return bands(y + jitter * x)
     if cls == 1:
-        return stripes(x + jitter * y)
+        return bands(x + jitter * y)
     if cls == 2:
         sign = 1 if rng.random() < 0.5 else -1
-        return stripes((x + sign * y) / np.sqrt(2))
+        return bands((x + sign * y) / np.sqrt(2))
     if cls == 3:
         c = period / 2
-        return ((np.floor((x + phase * c) / c) + np.floor((y + jitter * x) / c)) % 2).astype(np.float32)
+        return (np.floor((x + phase * c) / c) * 4096 + np.floor((y + jitter * x) / c)).astype(np.int64)
     if cls == 4:
         cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-        r = np.sqrt((y - cy) ** 2 + (x - cx) ** 2)
-        return stripes(r)
-    if cls == 5:
-        m = np.zeros((h, w), np.float32)
-        for _ in range(rng.integers(3, 9)):
+        return bands(np.sqrt((y - cy) ** 2 + (x - cx) ** 2))
+    if cls in (5, 6):  # discs or rectangles on a background (label 0)
+        m = np.zeros((h, w), np.int64)
+        for k in range(int(rng.integers(3, 9))):
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-            r = rng.uniform(0.06, 0.2) * s
-            m[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = 1
+            if cls == 5:
+                r = rng.uniform(0.06, 0.2) * s
+                m[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = k + 1
+            else:
+                hh, hw = rng.uniform(0.05, 0.2) * s, rng.uniform(0.05, 0.2) * s
+                m[(np.abs(y - cy) < hh) & (np.abs(x - cx) < hw)] = k + 1
         return m
-    if cls == 6:
-        m = np.zeros((h, w), np.float32)
-        for _ in range(rng.integers(3, 9)):
-            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-            hh, hw = rng.uniform(0.05, 0.2) * s, rng.uniform(0.05, 0.2) * s
-            m[(np.abs(y - cy) < hh) & (np.abs(x - cx) < hw)] = 1
-        return m
-    if cls == 7:
+    if cls == 7:  # a lattice of dots
         c = period * 0.8
         r = c * rng.uniform(0.15, 0.3)
-        dy = (y + phase * c) % c - c / 2
-        dx = (x + phase * c) % c - c / 2
-        return (dy * dy + dx * dx < r * r).astype(np.float32)
-    if cls == 8:
+        u, v = y + phase * c, x + phase * c
+        dy, dx = u % c - c / 2, v % c - c / 2
+        return np.where(dy * dy + dx * dx < r * r, 1 + np.floor(u / c) * 4096 + np.floor(v / c), 0).astype(np.int64)
+    if cls == 8:  # blobby regions: four levels of smooth noise
         g = rng.standard_normal((int(rng.integers(4, 9)),) * 2).astype(np.float32)
         up = np.asarray(Image.fromarray(g).resize((w, h), Image.BICUBIC))
-        return (up > np.median(up)).astype(np.float32)
-    if cls == 9:
+        return np.digitize(up, np.quantile(up, [0.25, 0.5, 0.75])).astype(np.int64)
+    if cls == 9:  # a grid of lines (label 0) around cells
         c = period
         t = max(1.5, c * rng.uniform(0.08, 0.18))
-        return (((x + phase * c) % c < t) | ((y + phase * c) % c < t)).astype(np.float32)
+        u, v = x + phase * c, y + phase * c
+        line = (u % c < t) | (v % c < t)
+        return np.where(line, 0, 1 + np.floor(u / c) * 4096 + np.floor(v / c)).astype(np.int64)
     raise ValueError(f"unknown class {cls}")
 
 
 def render(cls: int, rng: np.random.Generator) -> np.ndarray:
-    """One `(h, w, 3)` uint8 image of class `cls`."""
+    """One `(h, w, 3)` uint8 image of class `cls`: every element of its structure in its own
+    random colour, a random brightness ramp and pixel noise."""
     h, w = _size(rng)
-    m = _mask(cls, h, w, rng)[..., None]
-    fg = rng.uniform(0, 255, 3).astype(np.float32)
-    bg = rng.uniform(0, 255, 3).astype(np.float32)
-    if np.abs(fg - bg).sum() < 120:  # keep the structure visible
-        bg = 255 - fg
-    img = bg + m * (fg - bg)
-    # a random brightness ramp and noise, independent of the class
+    labels = _elements(cls, h, w, rng)
+    _, index = np.unique(labels, return_inverse=True)
+    palette = rng.uniform(0, 255, (int(index.max()) + 1, 3)).astype(np.float32)
+    img = palette[index.reshape(h, w)]
     gy, gx = rng.uniform(-0.3, 0.3, 2)
     ramp = 1 + gy * (np.arange(h, dtype=np.float32)[:, None, None] / h - 0.5) + gx * (np.arange(w, dtype=np.float32)[None, :, None] / w - 0.5)
     img = img * ramp + rng.normal(0, 6, (h, w, 1)).astype(np.float32)
