@@ -22,8 +22,10 @@ predictor input, predictor registers, predicting from all targets, ...) raise
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
+import yaml
 
 from featnorm.config import RunConfig, run_config_from_dict, to_dict
 
@@ -296,3 +298,29 @@ def convert_reference(model_state: dict, conf: dict, training_state: dict | None
         "step": int(ts.get("global_step", 0)),
         "images_seen": int(ts.get("num_total_samples", 0)),
     }
+
+
+def load_reference_checkpoint(checkpoint: str | Path, config: str | Path | None = None) -> tuple[dict, dict, dict]:
+    """`(model_state, conf, training_state)` of a reference checkpoint and its config.yaml
+    (default: the config.yaml beside the checkpoint, where the reference writes it).
+
+    The checkpoint holds only tensors, numbers and plain containers (the reference saves
+    model / optimizer / GradScaler state dicts and a dict of counters), so it loads with
+    `weights_only=True`; the YAML is read with `safe_load`."""
+    checkpoint = Path(checkpoint)
+    config = Path(config) if config is not None else checkpoint.parent / "config.yaml"
+    for path, what in ((checkpoint, "checkpoint"), (config, "config.yaml")):
+        if not path.is_file():
+            raise ReferenceConversionError(f"reference {what} {path} does not exist")
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes one sentence
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReferenceConversionError(f"{checkpoint}: cannot be read as a reference checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ReferenceConversionError(f"{checkpoint}: expected the reference's dict with a 'model' state dict")
+    with config.open() as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("conf"), dict):
+        raise ReferenceConversionError(f"{config}: expected the reference's config.yaml with a top-level 'conf' mapping")
+    return ckpt["model"], data["conf"], ckpt.get("training_state") or {}
