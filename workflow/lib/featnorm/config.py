@@ -117,6 +117,13 @@ class ObjectiveConfig:
 class ModelConfig:
     patch_size: int = 16
     window_size: int = 2
+    # Attention kernel of encoder and predictor (same function, fp32 outputs within 1e-5):
+    # sdpa (dense boolean mask; CPU and CUDA, forward and backward) or flex (FlexAttention
+    # with a block mask, compiled on CUDA; on the CPU only without gradients, so it cannot
+    # train there). sdpa is the default because it is what runs everywhere and is faster on
+    # the CPU (benchmarks/attention_backends.py); which is faster on a GPU is decided by the
+    # device check (benchmarks/device_check.sh), not yet run.
+    attention_backend: Literal["sdpa", "flex"] = "sdpa"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

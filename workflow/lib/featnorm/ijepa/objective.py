@@ -68,10 +68,10 @@ class IJEPA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.student = Encoder(cfg.encoder, cfg.patch_dim)
+        self.student = Encoder(cfg.encoder, cfg.patch_dim, cfg.attention_backend)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
-        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim)
+        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim, cfg.attention_backend)
         o = cfg.objective
         self.target_norm = TargetNorm(o.target_norm, cfg.encoder.dim, beta=o.target_norm_beta)
         # A plain dict (not registered as submodules): the layers whose aux losses train.

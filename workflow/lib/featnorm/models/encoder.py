@@ -16,7 +16,9 @@ class Encoder(nn.Module):
     """Patch embedding + optional registers + positions (RoPE-2D or absolute) + pre-norm
     blocks + output norm.
 
-    `forward(pixels (B, L, patch_dim), token_ids (B, L, 4))` -> `(B, L, dim)`. Register
+    `forward(pixels (B, L, patch_dim), token_ids (B, L, 4))` -> `(B, L, dim)`.
+    `attention_backend` ('sdpa' or 'flex', `model.attention_backend`) picks the attention
+    kernel; both compute the same function. Register
     tokens (register id != PAD_ID) get their learned embedding instead of a patch embedding;
     padding tokens enter as zeros, attend only to themselves and are ignored by every other
     token, so a packed row behaves like separate images.
@@ -26,9 +28,10 @@ class Encoder(nn.Module):
     (`cfg.tome.ratio > 0`; outputs are unmerged to the input length).
     """
 
-    def __init__(self, cfg: EncoderConfig, patch_dim: int):
+    def __init__(self, cfg: EncoderConfig, patch_dim: int, attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
+        self.attention_backend = attention_backend
         self.dim = cfg.dim
         self.patch_embed = nn.Linear(patch_dim, cfg.dim)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.encoder")
@@ -62,7 +65,8 @@ class Encoder(nn.Module):
         `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output (with
         ToMe, each block's output before that block's merge, unmerged to all L tokens)."""
         x = self.embed(pixels, token_ids)
-        x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths)
+        x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths,
+                                self.attention_backend)
         out = self.norm_output(x, token_ids)
         if hiddens is not None:
             return out, torch.stack(hiddens)

@@ -25,12 +25,13 @@ class Predictor(nn.Module):
     MLPs and ToMe merging (`cfg.moe`, `cfg.tome`).
 
     `forward(context (B, Lc, encoder_dim), context_ids (B, Lc, 4), target_ids (B, Lt, 4))`
-    -> predictions `(B, Lt, encoder_dim)`.
+    -> predictions `(B, Lt, encoder_dim)`. `attention_backend`: 'sdpa' or 'flex', as the encoder's.
     """
 
-    def __init__(self, cfg: PredictorConfig, encoder_dim: int):
+    def __init__(self, cfg: PredictorConfig, encoder_dim: int, attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
+        self.attention_backend = attention_backend
         self.embed = nn.Linear(encoder_dim, cfg.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.dim) * 0.02)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.predictor")
@@ -87,5 +88,5 @@ class Predictor(nn.Module):
 
     def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         x, ids = self.prepare(context, context_ids, target_ids)
-        x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio)
+        x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio, attention_backend=self.attention_backend)
         return self.out_proj(self.out_norm(x[:, x.shape[1] - target_ids.shape[1] :]))

@@ -157,6 +157,9 @@ class Trainer:
         t = cfg.train
         if dist.enabled:
             ddp.per_rank_batch_size(t.batch_size, dist.world_size)  # a clear error if not divisible
+        if cfg.model.attention_backend == "flex" and self.device.type != "cuda":
+            raise ConfigError(f"model.attention_backend = flex trains only on CUDA (torch has no FlexAttention "
+                              f"backward on {self.device.type}); set model.attention_backend: sdpa for this device")
 
         torch.manual_seed(cfg.seed)
         self.model = IJEPA(cfg.model).to(self.device)
