@@ -86,6 +86,32 @@ class Predictor(nn.Module):
             x = x + self.abs_pos(ids)
         return x, ids
 
+    def token_counts(self, context_ids: torch.Tensor, target_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a forward on these ids processes, for FLOP counting (featnorm.train.flops), as
+        0-dim float tensors computed without a host sync: `tokens` (real tokens through the
+        blocks, predictor registers included), `pairs` (same-image (query, key) pairs of one
+        attention: the sum over the images of each row of n^2), `context_tokens` (real context
+        tokens through the input projection) and `slots` (all positions, padding included)."""
+        if self.cfg.encoder_registers == "wipe":
+            context_ids = context_ids.masked_fill(is_register(context_ids)[..., None], PAD_ID)
+        ids = torch.cat((context_ids, target_ids), 1)
+        B, L, _ = ids.shape
+        sample = ids[..., SAMPLE]
+        real = sample != PAD_ID
+        same = (sample[:, :, None] == sample[:, None, :]) & real[:, None, :]  # (B, L, L)
+        n = same.sum(-1).float() * real  # per real token: tokens of its image in the row
+        tokens, pairs, slots = real.sum().float(), n.sum(), torch.tensor(float(B * L), device=ids.device)
+        P = self.cfg.num_registers
+        if P:
+            # Each image with a patch in the row gets P registers: (n + P)^2 = n^2 + 2Pn + P^2.
+            present = (same & is_patch(ids)[:, None, :]).any(-1) & real
+            share = present.float() / n.clamp_min(1)  # sums to 1 over each present image's tokens
+            tokens = tokens + P * share.sum()
+            pairs = pairs + ((2 * P * n + P * P) * share).sum()
+            slots = slots + B * P * share.sum(1).max().round()  # register slots: the fullest row's images
+        context_tokens = real[:, : context_ids.shape[1]].sum().float()
+        return {"tokens": tokens, "pairs": pairs, "context_tokens": context_tokens, "slots": slots}
+
     def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         x, ids = self.prepare(context, context_ids, target_ids)
         x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio, attention_backend=self.attention_backend)

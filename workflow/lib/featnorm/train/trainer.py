@@ -51,6 +51,8 @@ from featnorm.train.checkpoint import (
 from featnorm.train import distributed as ddp
 from featnorm.train.distributed import SINGLE, DistInfo
 from featnorm.train.diagnostics import ExternalSinks, JsonlLog, batch_stats, lidar_of_views, rankme_of_targets
+from featnorm.train.flops import encoder_counts, predictor_counts, step_flops
+from featnorm.train.throughput import ThroughputMeter, peak_tflops
 from featnorm.train.schedule import ema_beta, learning_rate
 from featnorm.train.signals import StopRequest
 
@@ -410,6 +412,8 @@ class Trainer:
         else:
             log = sinks = _NoSink()
         lidar_views = None
+        # images/s, tokens/s, TFLOP/s, MFU and the projected run time (featnorm.train.throughput)
+        meter = ThroughputMeter(peak_tflops(self.device)[0], self.dist.world_size)
         bar = _progress_bar(self.total_steps, self.step, self.progress) if main else None
         self.model.train()
         stopped_by = "done"
@@ -434,8 +438,12 @@ class Trainer:
                     if self.dist.enabled:
                         stats = self._global_stats(stats)
                     row, out = self.train_step(batch)
+                    # model FLOPs from the batch's ids (CPU) and the predictor's counts (in row)
+                    row["step_flops"] = step_flops(cfg.model, encoder_counts(batch.token_ids),
+                                                   encoder_counts(batch.context_ids), predictor_counts(row))["total"]
                     if self.dist.enabled:
                         row = self._global_row(row)
+                        row["step_flops"] *= self.dist.world_size  # the mean over ranks -> their sum
                     self.step += 1
                     self.images_seen += stats["images"]
                     self.batch_in_epoch += 1
@@ -447,9 +455,11 @@ class Trainer:
                     full = {"step": self.step}
                     if self.data.num_images:
                         full["epoch"] = self.images_seen / self.data.num_images
+                    flops = row.pop("step_flops")
                     full.update(images_seen=self.images_seen, **row, images=stats["images"],
-                                images_per_s=stats["images"] / dt, tokens_per_s=stats["real_tokens"] / dt,
+                                **meter.update(dt, stats["images"], stats["real_tokens"], flops),
                                 mask_rate=stats["mask_rate"], mean_side=stats["mean_side"])
+                    full.update(meter.projection(self.step, self.images_seen, self.total_steps, self.total_images))
                     if self.step % t.log_every == 0 or self._done():
                         log.write(full)
                         sinks.write(full)
