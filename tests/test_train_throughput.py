@@ -61,12 +61,3 @@ def test_trainer_logs_step_flops_mfu_and_the_projected_run_time(tmp_path, synthe
     assert rows[-1]["hours_left"] == 0 and rows[-1]["run_hours"] > 0
     # the predictor's work is counted from what it really saw
     assert all(r["predictor_tokens"] >= r["num_predicted_tokens"] > 0 for r in rows)
-
-
-def test_flex_attention_refuses_to_train_on_the_cpu_before_the_run(tmp_path, synthetic_data):  # noqa: F811
-    from featnorm.config import ConfigError
-
-    cfg = tiny_config()
-    cfg.model.attention_backend = "flex"
-    with pytest.raises(ConfigError, match="attention_backend = flex trains only on CUDA"):
-        Trainer(cfg, synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False, device="cpu")

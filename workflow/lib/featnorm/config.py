@@ -149,6 +149,10 @@ class DataConfig:
     # range) to fill both segments (~0.96; mean context fraction 0.383 -> ~0.402). False: every
     # image keeps its drawn split, as the reference (featnorm.data.packing explains both)
     packing_rebalance: bool = True
+    # JPEG decoder of the training pipeline: pil (DCT-domain draft for downscales of 2x or
+    # more, then bilinear) or torchvision (torchvision.io.decode_jpeg of the full image, then
+    # antialiased bilinear); see featnorm.data.resize. Speeds: README, benchmarks/data_pipeline.py.
+    decode: Literal["pil", "torchvision"] = "pil"
 
 
 @dataclass

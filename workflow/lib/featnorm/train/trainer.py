@@ -40,6 +40,7 @@ import torch
 
 from featnorm.batch import PackedBatch
 from featnorm.config import ConfigError, RunConfig, config_hash, load_run_config, save_run_config, to_dict
+from featnorm.data.packing import to_unit_pixels
 from featnorm.train.checkpoint import (
     check_config_hash,
     load_latest_checkpoint,
@@ -352,6 +353,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(self.device, non_blocking=True)
+        if batch.pixels.dtype == torch.uint8:  # loaded as bytes (CUDA, see data_source): scale on the device
+            batch = PackedBatch(to_unit_pixels(batch.pixels, batch.token_ids), batch.token_ids, batch.context_length)
         with autocast_context(self.cfg, self.device):
             out = self.forward(batch, generator=self.window_generator)
         loss = out.loss.float()
