@@ -35,15 +35,18 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[float, list[float], torch.Tensor]:
-    """(median seconds, all seconds, last output) of `repeats` calls after one untimed call."""
+    """(median seconds, all seconds, last output) of `repeats` calls after one untimed call.
+    On the CPU the seconds are the process's CPU time (with one thread, the work itself,
+    whatever else the machine runs); on CUDA, wall time after a synchronisation."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     out = fn()
     times = []
     for _ in range(repeats):
         _sync(device)
-        t = time.perf_counter()
+        t = clock()
         out = fn()
         _sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return sorted(times)[len(times) // 2], times, out
 
 
@@ -98,7 +101,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=["comparison", "paper_vits"], choices=list(MODELS))
     p.add_argument("--rows", type=int, default=None, help="packed rows (default: each model's own)")
     p.add_argument("--repeats", type=int, default=5, help="timed forwards per backend and part")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time measures the work itself)")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -112,6 +115,7 @@ def main() -> None:
                   f"  (flex/sdpa {x['flex_over_sdpa_time']:.2f}); max |diff| {x['max_abs_difference_real_tokens']:.2e}", file=sys.stderr)
         results.append(r)
     out = {"device": a.device, "cpu": platform.processor() or platform.machine(), "threads": a.threads,
+           "clock": "process CPU time" if device.type == "cpu" else "wall time, synchronised",
            "torch": torch.__version__, "load_average_1min": os.getloadavg()[0], "results": results}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))

@@ -161,7 +161,7 @@ def part_train_step(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> 
     t0 = time.perf_counter()
     script = str(REPO / "benchmarks" / "train_step.py")
     rows = 16 if smoke else 320
-    fl = run([sys.executable, script, "--flops-only", "--models", "paper_vits", "--rows", str(rows), "--distinct", "2",
+    fl = run([sys.executable, script, "--flops-only", "--models", "paper_vits", "--rows", str(rows), "--distinct", "2", "--sizes", "imagenet",
               "--out", str(out / "flops.json")], min(60.0, cap / 4), log, env)
     flops = read_json(out / "flops.json")
     res = {"flops": flops["flops"][0] if flops else None, "flops_run": {k: fl[k] for k in ("rc", "timed_out", "seconds")}}
@@ -173,7 +173,7 @@ def part_train_step(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> 
         configs, rows = [("sdpa", "eager"), ("flex", "eager")], 4
     else:
         common = ["--device", "cuda", "--precision", "bf16", "--models", "paper_vits", "--steps", "8", "--warmup", "1",
-                  "--distinct", "2", "--threads", "8"]
+                  "--distinct", "2", "--threads", "8", "--sizes", "imagenet"]
         configs = [("sdpa", "eager"), ("flex", "eager"), ("sdpa", "compile"), ("flex", "compile")]
     res["results"] = []
     todo = [(b, m, rows) for b, m in configs]

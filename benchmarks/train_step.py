@@ -69,7 +69,13 @@ MODELS = {
 }
 
 
-def make_items(cfg, n: int, seed: int):
+IMAGENET_ASPECTS = (4 / 3, 4 / 3, 4 / 3, 1.0, 3 / 4, 1.5, 1.25)  # width / height, as in data_pipeline.py
+
+
+def make_items(cfg, n: int, seed: int, sizes: str = "mixed"):
+    """`n` PackItems of random pixels. Source image sizes: `mixed` (mean side uniform in
+    [min_side, 2 x max_side], aspect 0.5-2) or `imagenet` (the author's shards: short side 256,
+    ImageNet-like aspect ratios); then the pipeline's random resize."""
     from featnorm.data.packing import PackItem
     from featnorm.data.resize import random_resize_shape
     from featnorm.data.windows import context_window_range
@@ -81,9 +87,13 @@ def make_items(cfg, n: int, seed: int):
     items = []
     pool = rng.integers(0, 256, ((d.max_side // m.patch_size) ** 2, m.patch_dim), dtype=np.uint8)
     while len(items) < n:
-        mean = rng.uniform(d.min_side, 2 * d.max_side)
-        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-        h0, w0 = mean * 2 / (1 + aspect), mean * 2 * aspect / (1 + aspect)
+        if sizes == "imagenet":
+            aspect = float(rng.choice(IMAGENET_ASPECTS))
+            h0, w0 = (256, 256 * aspect) if aspect >= 1 else (256 / aspect, 256)
+        else:
+            mean = rng.uniform(d.min_side, 2 * d.max_side)
+            aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+            h0, w0 = mean * 2 / (1 + aspect), mean * 2 * aspect / (1 + aspect)
         h, w = random_resize_shape(int(h0), int(w0), rng, d.min_side, d.max_side, unit)
         gh, gw = h // m.patch_size, w // m.patch_size
         nw = (gh // m.window_size) * (gw // m.window_size)
@@ -158,7 +168,7 @@ PAPER_IMAGES = 600 * 1_281_167  # the paper run: 600 epochs of ImageNet-1k's tra
 
 def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | None, compile: bool = False,
             device: str = "cpu", precision: str = "fp32", backend: str = "sdpa", rows: int | None = None,
-            threads: int = 2, distinct: int = 4) -> dict:
+            threads: int = 2, distinct: int = 4, sizes: str = "mixed") -> dict:
     from featnorm.config import run_config_from_dict
     from featnorm.train.flops import encoder_counts, predictor_counts, step_flops
     from featnorm.train.throughput import peak_tflops
@@ -181,7 +191,7 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     # cycled through `steps` timed steps.
     n_pool = max(1, min(distinct, steps))
     per_row = 12 if layout == "packed" else 1  # images a row can take (generous; the packer keeps the rest)
-    items = make_items(cfg, (n_pool + 1) * cfg.train.batch_size * per_row + 64, seed=0)
+    items = make_items(cfg, (n_pool + 1) * cfg.train.batch_size * per_row + 64, seed=0, sizes=sizes)
     batches = (packed_batches if layout == "packed" else padded_batches)(cfg, items)
     if len(batches) < n_pool:
         raise RuntimeError(f"only {len(batches)} batches from {len(items)} images; raise the image count")
@@ -228,7 +238,7 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     rates = sorted(x[1] / x[0] for x in per_step)
     tok_rates = sorted(x[2] / x[0] for x in per_step)
     out = {
-        "model": name, "layout": layout, "device": _device_name(dev), "precision": precision, "compile": compile,
+        "model": name, "layout": layout, "image_sizes": sizes, "device": _device_name(dev), "precision": precision, "compile": compile,
         "attention_backend": backend, "status": "ok", "steps": steps, "distinct_batches": n_pool, "warmup_passes": warmup,
         "warmup_seconds": round(warmup_s, 2), "rows_per_step": cfg.train.batch_size,
         "seq_len_mean": slots / steps / cfg.train.batch_size,
@@ -250,7 +260,7 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     return out
 
 
-def flop_count(name: str, rows: int | None, distinct: int, demo_config: str | None, seed: int = 0) -> dict:
+def flop_count(name: str, rows: int | None, distinct: int, demo_config: str | None, seed: int = 0, sizes: str = "mixed") -> dict:
     """Model FLOPs of the model's steps on `distinct` packed batches of `rows` rows, without
     running the model: the predictor's counts depend only on the ids and the sampled windows,
     so the objective runs on a copy of the model shrunk to width 8 and depth 1 (same
@@ -271,7 +281,7 @@ def flop_count(name: str, rows: int | None, distinct: int, demo_config: str | No
                      predictor=replace(m.predictor, dim=8, depth=1, num_heads=1, mlp_ratio=1.0))
     torch.manual_seed(seed)
     probe = IJEPA(shrunk)
-    items = make_items(cfg, (distinct + 1) * cfg.train.batch_size * 12 + 64, seed=seed)
+    items = make_items(cfg, (distinct + 1) * cfg.train.batch_size * 12 + 64, seed=seed, sizes=sizes)
     batches = packed_batches(cfg, items)[:distinct]
     gen = torch.Generator().manual_seed(seed + 1)
     steps = []
@@ -283,7 +293,7 @@ def flop_count(name: str, rows: int | None, distinct: int, demo_config: str | No
         steps.append({**{k: v / 1e12 for k, v in f.items()}, "images": images,
                       "real_tokens": int((b.token_ids[..., 0] >= 0).sum()), "predictor_tokens": stats["predictor_tokens"]})
     mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0]}
-    return {"model": name, "rows_per_step": cfg.train.batch_size, "batches": len(steps),
+    return {"model": name, "image_sizes": sizes, "rows_per_step": cfg.train.batch_size, "batches": len(steps),
             "step_tflop": mean["total"], "teacher_tflop": mean["teacher"], "student_tflop": mean["student"],
             "predictor_tflop": mean["predictor"], "attention_tflop": mean["attention"],
             "images_per_step": mean["images"], "real_tokens_per_step": mean["real_tokens"],
@@ -313,7 +323,7 @@ def measure(args, name: str, layout: str, backend: str, compile: bool, steps: in
         return {**base, "status": "skipped", "reason": reason}
     cmd = [sys.executable, __file__, "--one", name, layout, "--steps", str(steps), "--warmup", str(args.warmup),
            "--demo-config", args.demo_config, "--device", args.device, "--precision", args.precision,
-           "--backends", backend, "--threads", str(args.threads), "--distinct", str(args.distinct)]
+           "--backends", backend, "--threads", str(args.threads), "--distinct", str(args.distinct), "--sizes", args.sizes]
     cmd += (["--compile"] if compile else []) + (["--rows", str(args.rows)] if args.rows else [])
     env = dict(os.environ)
     if args.omp_wait_policy != "unset":
@@ -364,13 +374,15 @@ def main() -> None:
                    help="OMP_WAIT_POLICY of the measured processes (default: the runtime's own). "
                         "PASSIVE is ~35%% slower on a quiet machine but several times faster when "
                         "the cores are oversubscribed (scripts/pretrain.py uses PASSIVE)")
+    p.add_argument("--sizes", default="mixed", choices=["mixed", "imagenet"],
+                   help="source image sizes: mixed (issue 4's CPU figures) or imagenet (short side 256, the paper's data)")
     p.add_argument("--flops-only", action="store_true",
                    help="only count the model FLOPs of each model's packed steps (no timing; any machine)")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     modes = ["compile"] if args.compile else args.compile_modes
     if args.flops_only:
-        counts = [flop_count(name, args.rows, args.distinct, args.demo_config) for name in args.models]
+        counts = [flop_count(name, args.rows, args.distinct, args.demo_config, sizes=args.sizes) for name in args.models]
         for c in counts:
             print(f"{c['model']:10s} {c['rows_per_step']} rows: {c['step_tflop']:.3f} TFLOP/step (teacher {c['teacher_tflop']:.3f}, "
                   f"student {c['student_tflop']:.3f}, predictor {c['predictor_tflop']:.3f}; attention {c['attention_tflop']:.3f}), "
@@ -381,7 +393,7 @@ def main() -> None:
         return
     if args.one:
         r = run_one(args.one[0], args.one[1], args.steps, args.warmup, args.demo_config, "compile" in modes,
-                    args.device, args.precision, args.backends[0], args.rows, args.threads, args.distinct)
+                    args.device, args.precision, args.backends[0], args.rows, args.threads, args.distinct, args.sizes)
         print(json.dumps(r))
         return
     results = []

@@ -100,7 +100,8 @@ class Predictor(nn.Module):
         real = sample != PAD_ID
         same = (sample[:, :, None] == sample[:, None, :]) & real[:, None, :]  # (B, L, L)
         n = same.sum(-1).float() * real  # per real token: tokens of its image in the row
-        tokens, pairs, slots = real.sum().float(), n.sum(), torch.tensor(float(B * L), device=ids.device)
+        tokens, pairs = real.sum().float(), n.sum()
+        slots = n.new_full((), float(B * L))  # a fill on the device, not a copy from the host (which would sync)
         P = self.cfg.num_registers
         if P:
             # Each image with a patch in the row gets P registers: (n + P)^2 = n^2 + 2Pn + P^2.
