@@ -136,3 +136,5 @@ def test_flex_and_sdpa_encoders_give_the_same_outputs_on_packed_rows(make_image,
             outs.append(enc(batch.pixels, batch.token_ids, return_all_depths=True))
     assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-5
     assert (outs[0][1] - outs[1][1]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="attention backend 'flash' is not one of"):
+        Encoder(tiny(), PATCH_DIM, attention_backend="flash")

@@ -30,12 +30,29 @@ from featnorm.layers.norms import make_norm
 from featnorm.layers.rope import apply_rope
 from featnorm.tokens import PAD_ID, SAMPLE
 
-try:  # FlexAttention arrived in torch 2.5
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # pragma: no cover - older torch: only sdpa
-    BlockMask = create_block_mask = flex_attention = None
-
 BACKENDS = ("sdpa", "flex")
+
+
+_FLEX = None  # torch.nn.attention.flex_attention, imported by `check_backend` (about a second of start-up)
+
+
+def check_backend(backend: str) -> str:
+    """Validate an attention backend name; for 'flex' also import FlexAttention now, at model
+    construction, so that the forward (perhaps traced by torch.compile) only reads a global."""
+    global _FLEX
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not one of {list(BACKENDS)}")
+    if backend == "flex" and _FLEX is None:
+        try:
+            from torch.nn.attention import flex_attention
+        except ImportError:  # pragma: no cover - torch < 2.5
+            raise RuntimeError(f"model.attention_backend = flex needs torch >= 2.5 (FlexAttention); this is torch {torch.__version__}") from None
+        _FLEX = flex_attention
+    return backend
+
+
+def _flex_module():
+    return _FLEX if _FLEX is not None else (check_backend("flex"), _FLEX)[1]
 
 
 def attention_mask(token_ids: torch.Tensor) -> torch.Tensor:
@@ -49,8 +66,6 @@ def attention_mask(token_ids: torch.Tensor) -> torch.Tensor:
 
 def flex_block_mask(token_ids: torch.Tensor) -> "BlockMask":
     """`(B, L, 4)` ids -> a FlexAttention `BlockMask` allowing exactly what `attention_mask` allows."""
-    if create_block_mask is None:
-        raise RuntimeError(f"model.attention_backend = flex needs torch >= 2.5 (FlexAttention); this is torch {torch.__version__}")
     sample = token_ids[..., SAMPLE].contiguous()
     B, L = sample.shape
 
@@ -58,7 +73,7 @@ def flex_block_mask(token_ids: torch.Tensor) -> "BlockMask":
         s = sample[b, q]
         return ((s == sample[b, kv]) & (s != PAD_ID)) | (q == kv)
 
-    return create_block_mask(same_image, B, None, L, L, device=sample.device)
+    return _flex_module().create_block_mask(same_image, B, None, L, L, device=sample.device)
 
 
 def make_attention_mask(token_ids: torch.Tensor, backend: str = "sdpa") -> "torch.Tensor | BlockMask":
@@ -76,6 +91,7 @@ _compiled_flex = None
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: "BlockMask") -> torch.Tensor:
     """FlexAttention on `(B, heads, L, head_dim)`; compiled on CUDA, eager elsewhere."""
     global _compiled_flex
+    flex_attention = _flex_module().flex_attention
     if torch.is_autocast_enabled(q.device.type):
         # q/k leave their LayerNorm in float32 under autocast, v in the autocast dtype;
         # sdpa casts all three to the autocast dtype, so flex does the same.

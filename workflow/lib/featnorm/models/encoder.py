@@ -7,6 +7,7 @@ from torch import nn
 
 from featnorm.config import EncoderConfig
 from featnorm.layers import DiffMoE, MaskedBatchNorm, make_norm
+from featnorm.layers.attention import check_backend
 from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_vit_weights
 from featnorm.tokens import REGISTER, is_patch, is_register
@@ -31,7 +32,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: EncoderConfig, patch_dim: int, attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
-        self.attention_backend = attention_backend
+        self.attention_backend = check_backend(attention_backend)
         self.dim = cfg.dim
         self.patch_embed = nn.Linear(patch_dim, cfg.dim)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.encoder")

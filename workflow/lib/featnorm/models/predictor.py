@@ -7,6 +7,7 @@ from torch import nn
 
 from featnorm.config import PredictorConfig
 from featnorm.layers import make_norm
+from featnorm.layers.attention import check_backend
 from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_vit_weights
 from featnorm.tokens import PAD_ID, REGISTER, SAMPLE, is_patch, is_register, padding_ids
@@ -31,7 +32,7 @@ class Predictor(nn.Module):
     def __init__(self, cfg: PredictorConfig, encoder_dim: int, attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
-        self.attention_backend = attention_backend
+        self.attention_backend = check_backend(attention_backend)
         self.embed = nn.Linear(encoder_dim, cfg.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.dim) * 0.02)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.predictor")
