@@ -22,12 +22,12 @@ def test_a_command_over_its_cap_is_stopped_with_its_children(dc, tmp_path):
     log = dc.Log(tmp_path / "log")
     marker = tmp_path / "child_survived"
     # the child outlives the cap unless the whole process group is stopped
-    cmd = ["bash", "-c", f"(sleep 3; touch {marker}) & echo started; sleep 30"]
+    cmd = ["bash", "-c", f"(sleep 1.5; touch {marker}) & echo started; sleep 30"]
     t = time.perf_counter()
-    r = dc.run(cmd, 1.0, log)
+    r = dc.run(cmd, 0.5, log)
     assert r["timed_out"] and r["rc"] is None and time.perf_counter() - t < 10
     assert "started" in r["tail"]
-    time.sleep(3.5)
+    time.sleep(2.0)
     assert not marker.exists()
     assert "TIMEOUT" in (tmp_path / "log").read_text()
 
