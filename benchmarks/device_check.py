@@ -10,9 +10,10 @@
   c  the data pipeline on ImageNet-sized JPEGs with all cores (benchmarks/data_pipeline.py)
   d  the demo workflow end to end (snakemake, config/demo.yaml) into a scratch results dir
 
-Every part runs as subprocesses under its own time cap (shares of `--budget`, 450 s on a GPU:
-the whole check ends within 8 minutes), so one slow part cannot eat the others' time; a part
-that hits its cap is recorded as a timeout with what it finished. Writes two files,
+Parts run in the order b, a, c, d, each as subprocesses under its own time cap (its share of
+what is left of `--budget`, 450 s on a GPU: the whole check ends within 8 minutes), so one
+slow part cannot eat the others' time; a part that hits its cap is recorded as a timeout
+with what it finished. Writes two files,
 OUT/device_check.json (device, versions, every figure of every part) and OUT/device_check.log
 (everything the parts printed), and prints a short table. `--cpu-smoke` runs every part on tiny sizes on the
 CPU (CI runs it, so the script cannot rot): it checks the machinery, not the speed.
@@ -36,8 +37,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# seconds per part: on a GPU they add up to the 450 s budget (8 minutes with start-up and slack)
-CAPS = {"gpu": {"a": 100, "b": 200, "c": 40, "d": 110}, "smoke": {"a": 60, "b": 60, "c": 40, "d": 90}}
+# Shares of the budget (seconds; on a GPU 450 s, 8 minutes with start-up and slack). Each part's
+# cap is its share of the time still left, so time an early part does not use goes to the later ones.
+CAPS = {"gpu": {"b": 185, "a": 135, "c": 35, "d": 95}, "smoke": {"a": 60, "b": 60, "c": 40, "d": 90}}
+ORDER = "bacd"  # the paper step first (the figures that matter most), on a machine nothing else runs on
 NAMES = {"a": "tests", "b": "train_step", "c": "data_pipeline", "d": "demo_workflow"}
 
 
@@ -59,13 +62,12 @@ def run(cmd: list[str], timeout: float, log: Log, env: dict | None = None) -> di
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    tail: list[str] = []
+    lines: list[str] = []
 
     def pump():
         for line in proc.stdout:
             log("  " + line.rstrip("\n"))
-            tail.append(line.rstrip("\n"))
-            del tail[:-40]
+            lines.append(line.rstrip("\n"))
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -87,7 +89,8 @@ def run(cmd: list[str], timeout: float, log: Log, env: dict | None = None) -> di
     reader.join(timeout=5)
     seconds = time.perf_counter() - t0
     log(f"  -> {'TIMEOUT' if timed_out else f'exit {proc.returncode}'} after {seconds:.1f} s")
-    return {"rc": None if timed_out else proc.returncode, "timed_out": timed_out, "seconds": round(seconds, 1), "tail": tail[-12:]}
+    return {"rc": None if timed_out else proc.returncode, "timed_out": timed_out, "seconds": round(seconds, 1),
+            "tail": lines[-12:], "lines": lines}
 
 
 def usable_cpus() -> int:
@@ -122,11 +125,23 @@ def junit_counts(xml: Path) -> dict | None:
     return counts
 
 
+def verbose_counts(lines: list[str]) -> dict:
+    """Counts from `pytest -v` lines (`path::test PASSED`), for a run stopped before its JUnit file."""
+    found = [m.groups() for m in map(re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)").search, lines) if m]
+    status = [s for _, s in found]
+    counts = {"passed": status.count("PASSED"), "failures": status.count("FAILED"), "errors": status.count("ERROR"),
+              "skipped": status.count("SKIPPED")}
+    counts["tests"] = len(found)
+    counts["failed_tests"] = [n for n, s in found if s in ("FAILED", "ERROR")]
+    counts["finished_before_the_cap"] = [n for n, _ in found]
+    return counts
+
+
 def part_tests(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> dict:
     """The CUDA-only tests first (so that their results survive a slow suite), then the rest of
     `pytest -m "cuda or not slow"`, in parallel where pytest-xdist is installed."""
     t0 = time.perf_counter()
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     workers = []
     if not smoke:
         try:
@@ -136,14 +151,17 @@ def part_tests(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> dict:
         except ImportError:
             pass
     res = {"status": "ok"}
-    for name, marker, files, share in (("cuda", "cuda", ["tests/test_cuda.py"], 0.45),
+    for name, marker, files, share in (("cuda", "cuda", ["tests/test_cuda.py"], 0.55),
                                        ("rest", "not slow and not cuda", ["tests/test_train_flops.py"] if smoke else [], 1.0)):
         xml = out / f"pytest_{name}.xml"
         xml.unlink(missing_ok=True)
-        cmd = base + ["-m", marker, f"--junitxml={xml}"] + (workers if name == "rest" else []) + files
+        verbose = ["-v"] if name == "cuda" else ["-q"]  # -v: a line per test, so what finished survives a timeout
+        cmd = base + verbose + ["-m", marker, f"--junitxml={xml}"] + (workers if name == "rest" else []) + files
         left = cap - (time.perf_counter() - t0)
         r = run(cmd, max(10.0, left * share), log, env)
         counts = junit_counts(xml)
+        if counts is None and name == "cuda":
+            counts = verbose_counts(r["lines"])
         res[name] = {"command": " ".join(cmd[2:]), **{k: r[k] for k in ("rc", "timed_out", "seconds")}, **(counts or {"tail": r["tail"]})}
         if r["timed_out"]:
             res["status"] = "timeout"
@@ -203,7 +221,7 @@ def part_train_step(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> 
 def part_data_pipeline(out: Path, cap: float, smoke: bool, log: Log, env: dict) -> dict:
     cpus = usable_cpus()
     workers = "0,1" if smoke else f"1,{max(1, cpus - 1)}"
-    args = ["--sets", "imagenet", "--images", "100" if smoke else "3000", "--epochs", "1" if smoke else "2",
+    args = ["--sets", "imagenet", "--images", "100" if smoke else "3000", "--epochs", "1",
             "--workers", workers, "--decoders", "pil,torchvision", "--no-packing-stats", "--out", str(out / "data_pipeline.json")]
     r = run([sys.executable, str(REPO / "benchmarks" / "data_pipeline.py"), *args], cap, log, env)
     dp = read_json(out / "data_pipeline.json")
@@ -239,7 +257,7 @@ def part_demo(out: Path, cap: float, smoke: bool, log: Log, env: dict, scratch: 
         cmd += ["--config", f"results={results}"]
     r = run(cmd, cap, log, env)
     res = {"command": " ".join(cmd[3:]), **{k: r[k] for k in ("rc", "timed_out", "seconds")}, "scratch": str(results)}
-    done = [m.groups() for m in map(re.compile(r"(\d+) of (\d+) steps").search, r["tail"]) if m]
+    done = [m.groups() for m in map(re.compile(r"(\d+) of (\d+) steps").search, r["lines"]) if m]
     if done:
         res["jobs_done"], res["jobs_total"] = int(done[-1][0]), int(done[-1][1])
     summary = results / "paper" / "tables" / "summary.md"
@@ -284,7 +302,7 @@ def table(report: dict) -> str:
              f"{'cpu-smoke' if report['cpu_smoke'] else 'gpu'}: {report['seconds']:.0f} s", ""]
     lines.append(f"{'part':16s} {'status':8s} {'s':>6s}  figures")
     p = report["parts"]
-    for key in sorted(p):
+    for key in p:
         r = p[key]
         fig = ""
         if key == "a" and "tests" in r:
@@ -323,10 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mode = "smoke" if a.cpu_smoke else "gpu"
-    caps = dict(CAPS[mode])
-    if a.budget:
-        scale = a.budget / sum(caps[k] for k in a.parts)
-        caps = {k: v * scale for k, v in caps.items()}
+    shares = CAPS[mode]
+    parts = [k for k in ORDER if k in a.parts]
+    budget = a.budget or sum(shares[k] for k in parts)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "workflow" / "lib")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -336,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Log(out / "device_check.log")
     sys.path.insert(0, str(REPO / "workflow" / "lib"))
     report = {"cpu_smoke": a.cpu_smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "environment": environment(),
-              "caps_seconds": {k: round(caps[k]) for k in a.parts}, "parts": {}}
+              "budget_seconds": budget, "parts": {}}
     if not a.cpu_smoke and not report["environment"]["cuda_available"]:
         log("no CUDA device here: run with --cpu-smoke, or on a GPU machine")
         return 2
@@ -345,19 +362,21 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="featnorm-device-check-"))
     work = scratch / "parts"  # the parts' own files; their figures go into device_check.json
     work.mkdir()
-    steps = {"a": lambda: part_tests(work, caps["a"], a.cpu_smoke, log, env),
-             "b": lambda: part_train_step(work, caps["b"], a.cpu_smoke, log, env),
-             "c": lambda: part_data_pipeline(work, caps["c"], a.cpu_smoke, log, env),
-             "d": lambda: part_demo(work, caps["d"], a.cpu_smoke, log, env, scratch)}
+    steps = {"a": lambda cap: part_tests(work, cap, a.cpu_smoke, log, env),
+             "b": lambda cap: part_train_step(work, cap, a.cpu_smoke, log, env),
+             "c": lambda cap: part_data_pipeline(work, cap, a.cpu_smoke, log, env),
+             "d": lambda cap: part_demo(work, cap, a.cpu_smoke, log, env, scratch)}
     try:
-        for key in a.parts:
-            log(f"=== part {key}: {NAMES[key]} (cap {caps[key]:.0f} s)")
+        for i, key in enumerate(parts):
+            left = budget - (time.perf_counter() - t0)
+            cap = max(10.0, left * shares[key] / sum(shares[k] for k in parts[i:]))
+            log(f"=== part {key}: {NAMES[key]} (cap {cap:.0f} s)")
             ts = time.perf_counter()
             try:
-                report["parts"][key] = steps[key]()
+                report["parts"][key] = steps[key](cap)
             except Exception as e:  # a broken part is a finding, not the end of the check
                 report["parts"][key] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-            report["parts"][key]["part_seconds"] = round(time.perf_counter() - ts, 1)
+            report["parts"][key].update(cap_seconds=round(cap), part_seconds=round(time.perf_counter() - ts, 1))
             report["seconds"] = round(time.perf_counter() - t0, 1)
             (out / "device_check.json").write_text(json.dumps(report, indent=1) + "\n")  # after every part
     finally:

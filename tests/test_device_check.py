@@ -34,7 +34,7 @@ def test_a_command_over_its_cap_is_stopped_with_its_children(dc, tmp_path):
 
 def test_a_command_within_its_cap_reports_its_exit_code_and_output(dc, tmp_path):
     r = dc.run(["bash", "-c", "echo one; echo two; exit 3"], 30.0, dc.Log(tmp_path / "log"))
-    assert r == {"rc": 3, "timed_out": False, "seconds": r["seconds"], "tail": ["one", "two"]}
+    assert (r["rc"], r["timed_out"], r["tail"], r["lines"]) == (3, False, ["one", "two"], ["one", "two"])
 
 
 def test_junit_files_become_counts_and_failed_test_names(dc, tmp_path):
@@ -52,5 +52,14 @@ def test_junit_files_become_counts_and_failed_test_names(dc, tmp_path):
     assert dc.junit_counts(tmp_path / "missing.xml") is None
 
 
+def test_pytest_verbose_lines_give_counts_when_the_junit_file_is_missing(dc):
+    lines = ["tests/test_cuda.py::test_a PASSED  [ 10%]", "tests/test_cuda.py::test_b[flex] FAILED  [ 20%]",
+             "tests/test_cuda.py::test_c SKIPPED (needs a CUDA device)  [ 30%]", "some other line"]
+    c = dc.verbose_counts(lines)
+    assert (c["tests"], c["passed"], c["failures"], c["skipped"]) == (3, 1, 1, 1)
+    assert c["failed_tests"] == ["tests/test_cuda.py::test_b[flex]"]
+
+
 def test_gpu_part_caps_end_the_check_within_eight_minutes(dc):
     assert sum(dc.CAPS["gpu"].values()) <= 8 * 60 - 30  # start-up, wheels and the report need the rest
+    assert sorted(dc.ORDER) == sorted(dc.CAPS["gpu"])
