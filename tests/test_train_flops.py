@@ -115,7 +115,7 @@ def test_predictor_flops_equal_the_flop_counter_on_each_image_alone(make_image, 
             reference += counted(lambda: pred(x, ci, ti).square().sum().backward())
 
     work = {k: float(v) for k, v in pred.token_counts(ctx_ids, tgt_ids).items()}
-    counts = TokenCounts(work["tokens"], work["pairs"], work["slots"], work["context_tokens"], float(is_patch(tgt_ids).sum()))
+    counts = TokenCounts(work["tokens"], work["pairs"], work["slots"], work["context_tokens"], work["target_tokens"])
     model = ModelConfig(patch_size=2, encoder=EncoderConfig(dim=enc_dim, num_heads=2), predictor=cfg)
     assert step_flops(model, NONE, NONE, counts)["predictor"] == pytest.approx(reference, rel=1e-12)
 
@@ -138,6 +138,7 @@ def test_predictor_token_counts_match_the_sequence_it_builds(make_image, registe
     assert float(work["pairs"]) == direct.pairs
     assert float(work["slots"]) == direct.slots
     assert float(work["context_tokens"]) == float(((ids[:, ids.shape[1] - 64 : ids.shape[1] - 32, SAMPLE]) != PAD_ID).sum())
+    assert float(work["target_tokens"]) == float((tgt_ids[..., SAMPLE] != PAD_ID).sum())
 
 
 def test_diffmoe_mlp_flops_equal_the_flop_counter_in_training_routing():
@@ -161,3 +162,12 @@ def test_paper_step_counts_scale_with_tokens_and_attention_with_squared_image_si
     assert f["input"] == 2 * 768 * 384 * 320
     split = TokenCounts(tokens=320.0, pairs=2 * 160.0**2, slots=320.0, input_tokens=320.0)
     assert forward_flops(m.encoder, split, m.patch_dim)["attention"] == f["attention"] / 2
+
+
+def test_a_predictor_input_mlp_counts_both_of_its_layers():
+    """`predictor.mlp_in` (the reference's input MLP, encoder_dim -> 4 encoder_dim -> dim)."""
+    cfg = PredictorConfig(dim=16, depth=1, num_heads=2)
+    c = TokenCounts(tokens=10.0, pairs=50.0, slots=12.0, input_tokens=6.0, output_tokens=4.0)
+    assert forward_flops(cfg, c, 24, 24)["input"] == 2 * 24 * 16 * 6
+    cfg.mlp_in = True  # a field of PredictorConfig where that option exists
+    assert forward_flops(cfg, c, 24, 24)["input"] == 2 * (24 * 96 + 96 * 16) * 6

@@ -50,7 +50,7 @@ class IJEPAOutput:
     token_losses: torch.Tensor  # (rows, Lt') smooth-L1 per predicted token (mean over channels), 0 elsewhere
     token_mask: torch.Tensor  # (rows, Lt') bool, True where token_losses counts in the loss
     # Detached 0-dim tensors for logging: num_predicted_tokens, num_target_tokens, target_std,
-    # target_token_norm, predictor_{tokens,attention_pairs,context_tokens,slots} (the
+    # target_token_norm, predictor_{tokens,attention_pairs,context_tokens,target_tokens,slots} (the
     # predictor's work, `Predictor.token_counts`). With DiffMoE also moe_aux_loss, prediction_loss and, for encoder /
     # predictor, *_experts_per_token (this forward's routing) and *_eval_experts_per_token
     # (what eval-mode threshold routing picks on the same tokens).
@@ -138,6 +138,7 @@ class IJEPA(nn.Module):
                 "predictor_tokens": work["tokens"],
                 "predictor_attention_pairs": work["pairs"],
                 "predictor_context_tokens": work["context_tokens"],
+                "predictor_target_tokens": work["target_tokens"],
                 "predictor_slots": work["slots"],
                 "num_target_tokens": torch.tensor(real_targets.shape[0], device=loss.device),
                 "target_std": real_targets.std(0).mean() if real_targets.shape[0] > 1 else loss.new_zeros(()),

@@ -91,8 +91,9 @@ class Predictor(nn.Module):
         """What a forward on these ids processes, for FLOP counting (featnorm.train.flops), as
         0-dim float tensors computed without a host sync: `tokens` (real tokens through the
         blocks, predictor registers included), `pairs` (same-image (query, key) pairs of one
-        attention: the sum over the images of each row of n^2), `context_tokens` (real context
-        tokens through the input projection) and `slots` (all positions, padding included)."""
+        attention: the sum over the images of each row of n^2), `context_tokens` and
+        `target_tokens` (real tokens through the input and output projections) and `slots`
+        (all positions, padding included)."""
         if self.cfg.encoder_registers == "wipe":
             context_ids = context_ids.masked_fill(is_register(context_ids)[..., None], PAD_ID)
         ids = torch.cat((context_ids, target_ids), 1)
@@ -112,7 +113,8 @@ class Predictor(nn.Module):
             pairs = pairs + ((2 * P * n + P * P) * share).sum()
             slots = slots + B * P * share.sum(1).max().round()  # register slots: the fullest row's images
         context_tokens = real[:, : context_ids.shape[1]].sum().float()
-        return {"tokens": tokens, "pairs": pairs, "context_tokens": context_tokens, "slots": slots}
+        target_tokens = real[:, context_ids.shape[1] :].sum().float()
+        return {"tokens": tokens, "pairs": pairs, "context_tokens": context_tokens, "target_tokens": target_tokens, "slots": slots}
 
     def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         x, ids = self.prepare(context, context_ids, target_ids)

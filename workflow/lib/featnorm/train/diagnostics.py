@@ -17,7 +17,7 @@ Row schema (one JSON object per line, keys always present unless marked):
                     is known: a listed GPU or FEATNORM_PEAK_TFLOPS; featnorm.train.throughput)
     hours_left      projected hours to the end of the run, at the rate of the last 50 steps
     run_hours       projected hours of the whole run at that rate
-    predictor_tokens, predictor_attention_pairs, predictor_context_tokens, predictor_slots,
+    predictor_tokens, predictor_attention_pairs, predictor_context_tokens, predictor_target_tokens, predictor_slots,
     num_predicted_tokens, num_target_tokens, target_std, target_token_norm
                     the objective's statistics (featnorm.ijepa.objective)
     mask_rate       context fraction: real context patches / real patches of the batch

@@ -77,7 +77,7 @@ def predictor_counts(stats: dict) -> TokenCounts:
         pairs=stats["predictor_attention_pairs"],
         slots=stats["predictor_slots"],
         input_tokens=stats["predictor_context_tokens"],
-        output_tokens=stats["num_predicted_tokens"],
+        output_tokens=stats["predictor_target_tokens"],
     )
 
 
@@ -94,8 +94,12 @@ def forward_flops(net: EncoderConfig | PredictorConfig, c: TokenCounts, in_dim: 
         mlp = depth * (4.0 * D * hidden * k * E + 2.0 * D * E * c.slots + 2.0 * (D * h + h * E) * c.slots)
     else:
         mlp = depth * 4.0 * D * hidden * c.tokens
+    if getattr(net, "mlp_in", False):  # the predictor's optional input MLP: in_dim -> 4 in_dim -> dim
+        input_flops = 2.0 * (in_dim * 4 * in_dim + 4 * in_dim * D) * c.input_tokens
+    else:
+        input_flops = 2.0 * in_dim * D * c.input_tokens
     return {
-        "input": 2.0 * in_dim * D * c.input_tokens,
+        "input": input_flops,
         "linear": depth * 8.0 * D * D * c.tokens,
         "attention": depth * 4.0 * D * c.pairs,
         "mlp": mlp,
