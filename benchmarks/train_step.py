@@ -112,7 +112,8 @@ def packed_batches(cfg, items):
 
     lc, lt = segment_lengths(cfg.data.max_context_tokens, cfg.data.max_target_tokens, cfg.model.window_size,
                              cfg.model.encoder.num_registers)
-    packer = Packer(cfg.train.batch_size, lc, lt, cfg.model.window_size, cfg.model.patch_dim, cfg.model.encoder.num_registers)
+    packer = Packer(cfg.train.batch_size, lc, lt, cfg.model.window_size, cfg.model.patch_dim, cfg.model.encoder.num_registers,
+                    rebalance=cfg.data.packing_rebalance)
     out = []
     for it in items:
         packer.add(it)
@@ -238,7 +239,8 @@ def run_one(name: str, layout: str, steps: int, warmup: int, demo_config: str | 
     rates = sorted(x[1] / x[0] for x in per_step)
     tok_rates = sorted(x[2] / x[0] for x in per_step)
     out = {
-        "model": name, "layout": layout, "image_sizes": sizes, "device": _device_name(dev), "precision": precision, "compile": compile,
+        "model": name, "layout": layout, "image_sizes": sizes, "packing_rebalance": cfg.data.packing_rebalance,
+        "device": _device_name(dev), "precision": precision, "compile": compile,
         "attention_backend": backend, "status": "ok", "steps": steps, "distinct_batches": n_pool, "warmup_passes": warmup,
         "warmup_seconds": round(warmup_s, 2), "rows_per_step": cfg.train.batch_size,
         "seq_len_mean": slots / steps / cfg.train.batch_size,
@@ -293,7 +295,8 @@ def flop_count(name: str, rows: int | None, distinct: int, demo_config: str | No
         steps.append({**{k: v / 1e12 for k, v in f.items()}, "images": images,
                       "real_tokens": int((b.token_ids[..., 0] >= 0).sum()), "predictor_tokens": stats["predictor_tokens"]})
     mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0]}
-    return {"model": name, "image_sizes": sizes, "rows_per_step": cfg.train.batch_size, "batches": len(steps),
+    return {"model": name, "image_sizes": sizes, "packing_rebalance": cfg.data.packing_rebalance,
+            "rows_per_step": cfg.train.batch_size, "batches": len(steps),
             "step_tflop": mean["total"], "teacher_tflop": mean["teacher"], "student_tflop": mean["student"],
             "predictor_tflop": mean["predictor"], "attention_tflop": mean["attention"],
             "images_per_step": mean["images"], "real_tokens_per_step": mean["real_tokens"],
@@ -323,7 +326,8 @@ def measure(args, name: str, layout: str, backend: str, compile: bool, steps: in
         return {**base, "status": "skipped", "reason": reason}
     cmd = [sys.executable, __file__, "--one", name, layout, "--steps", str(steps), "--warmup", str(args.warmup),
            "--demo-config", args.demo_config, "--device", args.device, "--precision", args.precision,
-           "--backends", backend, "--threads", str(args.threads), "--distinct", str(args.distinct), "--sizes", args.sizes]
+           "--backends", backend, "--threads", str(args.threads), "--distinct", str(args.distinct), "--sizes", args.sizes,
+           "--rebalance", args.rebalance]
     cmd += (["--compile"] if compile else []) + (["--rows", str(args.rows)] if args.rows else [])
     env = dict(os.environ)
     if args.omp_wait_policy != "unset":
@@ -376,10 +380,15 @@ def main() -> None:
                         "the cores are oversubscribed (scripts/pretrain.py uses PASSIVE)")
     p.add_argument("--sizes", default="mixed", choices=["mixed", "imagenet"],
                    help="source image sizes: mixed (issue 4's CPU figures) or imagenet (short side 256, the paper's data)")
+    p.add_argument("--rebalance", default="config", choices=["config", "true", "false"],
+                   help="data.packing_rebalance of the packed batches (default: the config's)")
     p.add_argument("--flops-only", action="store_true",
                    help="only count the model FLOPs of each model's packed steps (no timing; any machine)")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.rebalance != "config":
+        for spec in MODELS.values():
+            spec["data"] = {**spec["data"], "packing_rebalance": args.rebalance == "true"}
     modes = ["compile"] if args.compile else args.compile_modes
     if args.flops_only:
         counts = [flop_count(name, args.rows, args.distinct, args.demo_config, sizes=args.sizes) for name in args.models]
