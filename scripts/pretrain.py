@@ -91,7 +91,7 @@ def _train(args, cfg, dist_info, device) -> int:
     from featnorm.train.data_source import build_train_data
 
     try:
-        data = build_train_data(cfg, ckpt_dir, dist_info.rank, dist_info.world_size)
+        data = build_train_data(cfg, ckpt_dir, dist_info.rank, dist_info.world_size, device=device)
         trainer = Trainer(cfg, data, out, ckpt_dir, force_resume=args.force_resume, device=device,
                           progress=False if args.no_progress else None, dist=dist_info)
     except (ConfigMismatchError, ConfigError, FileNotFoundError, ValueError) as e:

@@ -63,6 +63,27 @@ def test_epoch_sees_every_image_once_and_batches_are_well_formed(shards):
     assert total == 80 == loader.dataset_size
 
 
+def test_torchvision_decode_gives_the_same_batches_up_to_the_resampling_filter(shards):
+    pil = _batches(TrainLoader(shards / "train", SPEC, batch_size=8, seed=0), n=2)
+    tv_spec = PipelineSpec.defaults(**{**SPEC.__dict__, "decode": "torchvision"})
+    tv = _batches(TrainLoader(shards / "train", tv_spec, batch_size=8, seed=0), n=2)
+    for a, b in zip(pil, tv):
+        assert torch.equal(a.token_ids, b.token_ids)  # sizes, splits and packing do not depend on the decoder
+        diff = (a.pixels - b.pixels).abs()
+        assert diff.mean() < 0.05  # a few grey levels: PIL's draft is another antialiasing filter
+        assert diff.max() > 0  # the torchvision path really ran
+
+
+def test_uint8_batches_are_the_float_batches_before_scaling(shards):
+    from featnorm.data.packing import to_unit_pixels
+
+    f = _batches(TrainLoader(shards / "train", SPEC, batch_size=8, seed=0), n=2)
+    u = _batches(TrainLoader(shards / "train", SPEC, batch_size=8, seed=0, pixels="uint8", pin_memory=True), n=2)
+    for a, b in zip(f, u):
+        assert b.pixels.dtype == torch.uint8 and torch.equal(a.token_ids, b.token_ids)
+        assert torch.equal(to_unit_pixels(b.pixels, b.token_ids), a.pixels)
+
+
 @pytest.mark.parametrize("num_workers,world_size", [(2, 1), (1, 2), (2, 2)])
 def test_workers_and_ranks_split_images_without_duplicates(shards, num_workers, world_size):
     keys = []

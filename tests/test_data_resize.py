@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from featnorm.data.patchify import patchify, pixels_to_unit, unit_to_pixels, unpatchify
-from featnorm.data.resize import decode_resized, keep_image, open_image, random_resize_shape
+from featnorm.data.resize import decode_resized, decode_resized_torchvision, keep_image, open_image, random_resize_shape
 from featnorm.data.windows import context_window_range, split_windows, window_token_index
 
 
@@ -49,6 +49,24 @@ def test_decode_resized_gives_requested_size(fmt):
     Image.fromarray(img).save(buf, format=fmt)
     out = decode_resized(open_image(buf.getvalue()), (96, 160))
     assert out.shape == (96, 160, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size", [(300, 500), (96, 160), (37, 61)])
+def test_torchvision_decode_equals_pil_full_decode_and_bilinear_resize(fmt, size):
+    rng = np.random.default_rng(1)
+    # smooth content (JPEG-like), so that resampling filters are compared, not noise
+    img = np.clip(np.cumsum(np.cumsum(rng.normal(size=(300, 500, 3)), 0), 1) / 20 + 128, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    data = buf.getvalue()
+    ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(size[::-1], Image.BILINEAR)).astype(int)
+    out = decode_resized_torchvision(data, size)
+    assert out.shape == (*size, 3) and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.max() <= 1 and diff.mean() < 0.05
+    if size == (300, 500):
+        assert diff.max() == 0  # no resize: the same libjpeg decode
 
 
 def test_patchify_roundtrip_and_layout():

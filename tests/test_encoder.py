@@ -34,12 +34,14 @@ def _alone_and_packed(make_image, a_seed=1, b_seed=2):
     return (a_pix[None], a_ids[None]), (pix, ids), a_index
 
 
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
 @pytest.mark.parametrize("pos_embed", ["rope", "absolute"])
 @pytest.mark.parametrize("out_norm", ["layernorm", "dyntanh", "batchnorm", "disabled"])
 @pytest.mark.parametrize("block_norm", ["layernorm", "dyntanh"])
-def test_packed_rows_match_images_encoded_alone(make_image, block_norm, out_norm, pos_embed):
+def test_packed_rows_match_images_encoded_alone(make_image, block_norm, out_norm, pos_embed, backend):
     torch.manual_seed(0)
-    enc = Encoder(tiny(block_norm=block_norm, qk_norm=block_norm, out_norm=out_norm, pos_embed=pos_embed, out_norm_affine=True), PATCH_DIM)
+    cfg = tiny(block_norm=block_norm, qk_norm=block_norm, out_norm=out_norm, pos_embed=pos_embed, out_norm_affine=True)
+    enc = Encoder(cfg, PATCH_DIM, attention_backend=backend)
     if out_norm == "batchnorm":
         enc.out_norm.running_mean.normal_()
         enc.out_norm.running_std.uniform_(0.5, 2.0)
@@ -120,3 +122,19 @@ def test_encoder_with_token_merging_returns_every_token_at_every_depth(make_imag
     out, hiddens = enc(pix, ids, return_all_depths=True)
     assert out.shape == (1, ids.shape[1], 32) and hiddens.shape == (3, 1, ids.shape[1], 32)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("tome", [0.0, 0.25])
+def test_flex_and_sdpa_encoders_give_the_same_outputs_on_packed_rows(make_image, make_batch, tome):
+    rows = [[make_image(0, 4, 6, 2, seed=1), make_image(1, 4, 4, 1, seed=2)], [make_image(2, 6, 4, 3, seed=3)]]
+    batch = make_batch(rows, 24, 32, patch_dim=PATCH_DIM)
+    outs = []
+    for backend in ("sdpa", "flex"):
+        torch.manual_seed(0)
+        enc = Encoder(tiny(num_registers=0, depth=3, tome=ToMeConfig(ratio=tome)), PATCH_DIM, attention_backend=backend).eval()
+        with torch.no_grad():
+            outs.append(enc(batch.pixels, batch.token_ids, return_all_depths=True))
+    assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-5
+    assert (outs[0][1] - outs[1][1]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="attention backend 'flash' is not one of"):
+        Encoder(tiny(), PATCH_DIM, attention_backend="flash")

@@ -13,6 +13,7 @@ from featnorm.layers import (
     RoPE2D,
     apply_rope,
     attention_mask,
+    make_attention_mask,
     make_mlp,
     make_norm,
 )
@@ -183,6 +184,58 @@ def test_attention_ignores_other_samples_and_padding_and_gives_no_nan(qk_norm):
     x2[0, 3] = torch.randn(16) * 100  # padding
     y2 = attn(x2, attention_mask(ids), rope)
     torch.testing.assert_close(y2[0, [0, 2]], y[0, [0, 2]], atol=1e-6, rtol=0)
+
+
+def _random_rows(g, B=3, L=37, images=4):
+    """`(B, L, 4)` ids of rows holding up to `images` images each in random order, then padding."""
+    ids = padding_ids(B, L)
+    for b in range(B):
+        n = int(torch.randint(L // 2, L + 1, (1,), generator=g))
+        ids[b, :n, 0] = torch.randint(0, images, (n,), generator=g) + 10 * b
+        ids[b, :n, 2] = torch.randint(0, 8, (n,), generator=g)
+        ids[b, :n, 3] = torch.randint(0, 8, (n,), generator=g)
+    return ids
+
+
+@pytest.mark.parametrize("qk_norm", ["layernorm", "dyntanh"])
+def test_flex_attention_equals_sdpa_on_packed_rows_with_padding(qk_norm):
+    g = torch.Generator().manual_seed(0)
+    attn = Attention(32, 4, qk_norm=qk_norm)
+    ids = _random_rows(g)
+    x = torch.randn(ids.shape[0], ids.shape[1], 32, generator=g)
+    rope = RoPE2D(8).tables(ids)
+    with torch.no_grad():
+        dense = attn(x, make_attention_mask(ids, "sdpa"), rope)
+        flex = attn(x, make_attention_mask(ids, "flex"), rope)
+        # a padding token attends only to itself: its output is proj(v of itself)
+        v = attn.qkv(x)[..., 64:]
+        own = attn.proj(v)
+    assert torch.isfinite(flex).all()
+    assert (flex - dense).abs().max() <= 1e-5
+    pad = ids[..., 0] == PAD_ID
+    assert pad.any()
+    assert (flex[pad] - own[pad]).abs().max() <= 1e-5
+
+
+def test_flex_attention_under_bf16_autocast_matches_sdpa_to_bf16_precision():
+    g = torch.Generator().manual_seed(1)
+    attn = Attention(32, 4)
+    ids = _random_rows(g)
+    x = torch.randn(ids.shape[0], ids.shape[1], 32, generator=g)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = attn(x, make_attention_mask(ids, "sdpa"))
+        flex = attn(x, make_attention_mask(ids, "flex"))
+    assert flex.dtype == dense.dtype == torch.bfloat16
+    assert (flex.float() - dense.float()).abs().max() <= 0.05 * dense.float().abs().max()
+
+
+def test_flex_attention_refuses_to_train_on_the_cpu_with_a_clear_error():
+    attn = Attention(16, 2)
+    ids = _ids([0, 0, 1, PAD_ID], [0, 1, 0, PAD_ID], [0, 0, 0, PAD_ID])
+    with pytest.raises(RuntimeError, match="attention_backend = flex cannot train on the CPU"):
+        attn(torch.randn(1, 4, 16), make_attention_mask(ids, "flex"))
+    with pytest.raises(ValueError, match="not one of"):
+        make_attention_mask(ids, "flash")
 
 
 def test_mlp_is_ratio_four_tanh_gelu_and_moe_config_builds_a_diffmoe():

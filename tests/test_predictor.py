@@ -21,10 +21,11 @@ def _pieces(make_image, sample_id, seed):
     return ci, torch.randn(len(ci), ENC_DIM), ti
 
 
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
 @pytest.mark.parametrize("pos_embed", ["rope", "absolute"])
-def test_predictor_rows_mixing_images_match_separate_rows(make_image, pos_embed):
+def test_predictor_rows_mixing_images_match_separate_rows(make_image, pos_embed, backend):
     torch.manual_seed(0)
-    pred = Predictor(tiny(pos_embed=pos_embed), ENC_DIM).eval()
+    pred = Predictor(tiny(pos_embed=pos_embed), ENC_DIM, attention_backend=backend).eval()
     a, b = _pieces(make_image, 0, 1), _pieces(make_image, 1, 2)
     # mixed row: [A ctx, B ctx, pad] [B tgt, A tgt, pad]
     pad = padding_ids(4)

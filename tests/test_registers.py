@@ -149,9 +149,10 @@ def test_predictor_registers_are_learned_and_given_to_each_image_present_in_the_
     assert pred.registers.grad is not None and pred.registers.grad.abs().sum() > 0
 
 
-def test_predictor_rows_mixing_images_match_separate_rows_with_registers(make_image):
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_predictor_rows_mixing_images_match_separate_rows_with_registers(make_image, backend):
     torch.manual_seed(0)
-    pred = Predictor(PredictorConfig(dim=16, depth=2, num_heads=2, num_registers=2), 24).eval()
+    pred = Predictor(PredictorConfig(dim=16, depth=2, num_heads=2, num_registers=2), 24, attention_backend=backend).eval()
     ctx, ctx_ids, tgt_ids = _row(make_image)
     na_ctx = 4 + 8  # register window + 2 context windows of image A
     na_tgt = int((tgt_ids[0, :, 0] == 0).sum())

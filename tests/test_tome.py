@@ -28,14 +28,15 @@ def _alone_and_packed(make_image):
     return (a_pix[None], a_ids[None]), (pix, ids), a_index
 
 
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
 @pytest.mark.parametrize("moe", [False, True])
 @pytest.mark.parametrize("pos_embed", ["rope", "absolute"])
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
-def test_packed_rows_match_images_encoded_alone_with_merging(make_image, ratio, pos_embed, moe):
+def test_packed_rows_match_images_encoded_alone_with_merging(make_image, ratio, pos_embed, moe, backend):
     torch.manual_seed(0)
     cfg = EncoderConfig(dim=32, depth=4, num_heads=2, num_registers=2, pos_embed=pos_embed, tome=ToMeConfig(ratio=ratio),
                         moe=MoEConfig(num_experts=4 if moe else 0))
-    enc = Encoder(cfg, PATCH_DIM).eval()  # eval: DiffMoE routes per token, not over the batch
+    enc = Encoder(cfg, PATCH_DIM, attention_backend=backend).eval()  # eval: DiffMoE routes per token, not over the batch
     (a_pix, a_ids), (pix, ids), a_index = _alone_and_packed(make_image)
     with torch.no_grad():
         alone, alone_h = enc(a_pix, a_ids, return_all_depths=True)
@@ -48,9 +49,11 @@ def test_packed_rows_match_images_encoded_alone_with_merging(make_image, ratio, 
     assert torch.unique(feats, dim=0).shape[0] < feats.shape[0]
 
 
-def test_predictor_rows_mixing_images_match_separate_rows_with_merging(make_image):
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_predictor_rows_mixing_images_match_separate_rows_with_merging(make_image, backend):
     torch.manual_seed(0)
-    pred = Predictor(PredictorConfig(dim=16, depth=3, num_heads=2, num_registers=2, tome=ToMeConfig(ratio=0.4)), 24).eval()
+    cfg = PredictorConfig(dim=16, depth=3, num_heads=2, num_registers=2, tome=ToMeConfig(ratio=0.4))
+    pred = Predictor(cfg, 24, attention_backend=backend).eval()
 
     def pieces(sample_id, seed):
         ci, _, ti, _ = make_image(sample_id, 4, 6, 3, num_registers=1, seed=seed)

@@ -137,6 +137,13 @@ class ModelConfig:
     # std 0.02 weights with zero biases. Learned embeddings (registers, mask token, absolute
     # positions) are normal std 0.02 in both.
     init: Literal["torch-default", "trunc-normal"] = "torch-default"
+    # Attention kernel of encoder and predictor (same function, fp32 outputs within 1e-5):
+    # sdpa (dense boolean mask; CPU and CUDA, forward and backward) or flex (FlexAttention
+    # with a block mask, compiled on CUDA; on the CPU only without gradients, so it cannot
+    # train there). sdpa is the default because it is what runs everywhere and is faster on
+    # the CPU (benchmarks/attention_backends.py); which is faster on a GPU is decided by the
+    # device check (benchmarks/device_check.sh), not yet run.
+    attention_backend: Literal["sdpa", "flex"] = "sdpa"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -162,6 +169,10 @@ class DataConfig:
     # windows into the context (each image within its allowed range) to fill both segments
     # (~0.96 instead of ~0.90; mean context fraction 0.383 -> ~0.402; featnorm.data.packing)
     packing_rebalance: bool = False
+    # JPEG decoder of the training pipeline: pil (DCT-domain draft for downscales of 2x or
+    # more, then bilinear) or torchvision (torchvision.io.decode_jpeg of the full image, then
+    # antialiased bilinear); see featnorm.data.resize. Speeds: README, benchmarks/data_pipeline.py.
+    decode: Literal["pil", "torchvision"] = "pil"
 
 
 @dataclass

@@ -341,8 +341,7 @@ def to_unit_pixels(pixels: torch.Tensor, token_ids: torch.Tensor, out: torch.Ten
         return out
     out = torch.mul(pixels, float(_SCALE), out=out) if out is not None else pixels.to(torch.float32).mul_(float(_SCALE))
     out.sub_(1.0)
-    out[not_patch] = 0.0
-    return out
+    return out.masked_fill_(not_patch[..., None], 0.0)  # no boolean indexing: no device sync
 
 
 def pack_to_dict(p: Pack) -> dict:

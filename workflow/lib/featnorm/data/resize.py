@@ -5,12 +5,22 @@ straight to that size. For JPEGs it asks the decoder for a DCT-downscaled draft 
 (`Image.draft`), which makes decoding several times faster for images much larger than
 the target; the draft is never smaller than the target, so the result is a true
 bilinear downscale.
+
+`decode_resized_torchvision` (`data.decode: torchvision`) decodes with torchvision's
+libjpeg-turbo binding (`torchvision.io.decode_jpeg`, no draft: always the full image) and
+resizes with torchvision's antialiased bilinear filter: the same pixels as PIL's full
+decode + bilinear resize to within one grey level. PIL's draft is another antialiasing
+filter: where it applies (a downscale by 2x or more) images differ from the full decode's
+by a few grey levels on average. benchmarks/data_pipeline.py measures both decoders.
+torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work in
+the pinned 0.29.1.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -72,6 +82,27 @@ def decode_resized(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     if img.size != (w, h):
         img = img.resize((w, h), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def decode_resized_torchvision(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """Decode encoded image bytes with torchvision and resize them bilinearly (antialiased)
+    to `size = (height, width)`: `(height, width, 3)` uint8. Like PIL here, EXIF orientation
+    is not applied."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.transforms.v2.functional import resize
+
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders for TorchCodec; they still work (constraints.txt pins 0.29.1)
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated")
+        if data[:2] == b"\xff\xd8":  # JPEG
+            img = decode_jpeg(raw, mode=ImageReadMode.RGB)
+        else:
+            img = decode_image(raw, mode=ImageReadMode.RGB)
+    if tuple(img.shape[1:]) != tuple(size):
+        img = resize(img, list(size), antialias=True)
+    return img.permute(1, 2, 0).contiguous().numpy()
 
 
 def center_crop_resize(img: Image.Image, size: int, resample: int = Image.BILINEAR) -> np.ndarray:

@@ -49,7 +49,7 @@ from ..tokens import PAD_ID, SAMPLE
 from .packing import PackItem, Packer, segment_lengths, to_unit_pixels
 from .patchify import patchify
 from .reader_slots import reader_slot, slot_shard_samples
-from .resize import decode_resized, keep_image, open_image, random_resize_shape
+from .resize import decode_resized, decode_resized_torchvision, keep_image, open_image, random_resize_shape
 from .shards import BadInputLog, manifest_num_samples, resolve_shards
 from .windows import context_window_range
 
@@ -74,6 +74,7 @@ class PipelineSpec:
     rows_per_pack: int
     shuffle_buffer: int
     packing_rebalance: bool  # False: every image keeps its drawn context count (see packing.py)
+    decode: str = "pil"  # "pil" or "torchvision" (featnorm.data.resize)
 
     @classmethod
     def defaults(cls, **changes) -> "PipelineSpec":
@@ -96,6 +97,7 @@ class PipelineSpec:
             rows_per_pack=d.rows_per_pack,
             shuffle_buffer=d.shuffle_buffer,
             packing_rebalance=d.packing_rebalance,
+            decode=d.decode,
         )
 
     @property
@@ -128,7 +130,7 @@ def make_item(data: bytes, key: str, rng: np.random.Generator, spec: PipelineSpe
         return None
     unit = spec.patch_size * spec.window_size
     size = random_resize_shape(h, w, rng, spec.min_side, spec.max_side, unit)
-    pixels = decode_resized(img, size)
+    pixels = decode_resized(img, size) if spec.decode == "pil" else decode_resized_torchvision(data, size)
     return item_from_pixels(pixels, key, rng, spec)
 
 
@@ -248,6 +250,7 @@ class TrainLoader:
         world_size: int = 1,
         pixels: str = "float",
         drop_last: bool = False,
+        pin_memory: bool = False,
     ):
         self.shard_spec = shards
         self.shards = resolve_shards(shards)
@@ -260,6 +263,8 @@ class TrainLoader:
             raise ValueError(f"pixels must be 'float' or 'uint8', got {pixels!r}")
         self.pixels = pixels
         self.drop_last = drop_last
+        # page-locked batches, so that copies to the GPU are asynchronous (no effect without CUDA)
+        self.pin_memory = pin_memory and torch.cuda.is_available()
         self.dataset_size = manifest_num_samples(shards) if not isinstance(shards, (list, tuple)) else None
         self.bad_inputs = BadInputLog()
         self.epoch = 0
@@ -324,7 +329,8 @@ class TrainLoader:
             nonlocal rows
             p0, t0 = pending[0]
             ids = np.empty((n,) + t0.shape[1:], dtype=np.int64) if keep else None
-            pix = torch.empty((n,) + p0.shape[1:], dtype=torch.float32 if self.pixels == "float" else torch.uint8) if keep else None
+            dtype = torch.float32 if self.pixels == "float" else torch.uint8
+            pix = torch.empty((n,) + p0.shape[1:], dtype=dtype, pin_memory=self.pin_memory) if keep else None
             r = 0
             while r < n:
                 p, t = pending[0]
@@ -350,7 +356,8 @@ class TrainLoader:
             present = np.zeros(int(s[real].max()) - lo + 1, dtype=bool)
             present[s[real] - lo] = True
             s[real] = (np.cumsum(present) - 1)[s[real] - lo]  # renumber to 0..n-1
-            return PackedBatch(pix, torch.from_numpy(ids), lc)
+            token_ids = torch.from_numpy(ids)
+            return PackedBatch(pix, token_ids.pin_memory() if self.pin_memory else token_ids, lc)
 
         for d in self.packs(epoch):
             t = np.array(d["token_ids"], dtype=np.int64, copy=True)

@@ -52,7 +52,9 @@ class IJEPAOutput:
     targets: torch.Tensor  # (N, encoder_dim) normalized teacher targets of the real target tokens, detached
     token_losses: torch.Tensor  # (rows, Lt') smooth-L1 per predicted token (mean over channels), 0 elsewhere
     token_mask: torch.Tensor  # (rows, Lt') bool, True where token_losses counts in the loss
-    # Detached 0-dim tensors for logging. With DiffMoE also moe_aux_loss, prediction_loss and, for encoder /
+    # Detached 0-dim tensors for logging: num_predicted_tokens, num_target_tokens, target_std,
+    # target_token_norm, predictor_{tokens,attention_pairs,context_tokens,target_tokens,slots} (the
+    # predictor's work, `Predictor.token_counts`). With DiffMoE also moe_aux_loss, prediction_loss and, for encoder /
     # predictor, *_experts_per_token (this forward's routing) and *_eval_experts_per_token
     # (what eval-mode threshold routing picks on the same tokens).
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -71,10 +73,10 @@ class IJEPA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.student = Encoder(cfg.encoder, cfg.patch_dim, init=cfg.init)
+        self.student = Encoder(cfg.encoder, cfg.patch_dim, init=cfg.init, attention_backend=cfg.attention_backend)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
-        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim, init=cfg.init)
+        self.predictor = Predictor(cfg.predictor, cfg.encoder.dim, init=cfg.init, attention_backend=cfg.attention_backend)
         o = cfg.objective
         self.target_norm = TargetNorm(o.target_norm, cfg.encoder.dim, beta=o.target_norm_beta)
         # A plain dict (not registered as submodules): the layers whose aux losses train.
@@ -139,8 +141,15 @@ class IJEPA(nn.Module):
 
         real_targets = targets[scored]
         with torch.no_grad():
+            # what the predictor computed (FLOP counting, featnorm.train.flops)
+            work = self.predictor.token_counts(pred_ctx_ids, pred_tgt_ids)
             stats = {
                 "num_predicted_tokens": count.detach(),
+                "predictor_tokens": work["tokens"],
+                "predictor_attention_pairs": work["pairs"],
+                "predictor_context_tokens": work["context_tokens"],
+                "predictor_target_tokens": work["target_tokens"],
+                "predictor_slots": work["slots"],
                 "num_target_tokens": torch.tensor(real_targets.shape[0], device=loss.device),
                 "target_std": real_targets.std(0).mean() if real_targets.shape[0] > 1 else loss.new_zeros(()),
                 "target_token_norm": real_targets.norm(dim=-1).mean() if real_targets.numel() else loss.new_zeros(()),

@@ -1,7 +1,7 @@
 """Building blocks of the encoder and predictor, one idea per file."""
 
 from featnorm.layers.abs_pos import AbsolutePositionEmbedding
-from featnorm.layers.attention import Attention, attention_mask
+from featnorm.layers.attention import Attention, attention_mask, make_attention_mask
 from featnorm.layers.block import Block
 from featnorm.layers.diffmoe import DiffMoE
 from featnorm.layers.dyntanh import DynTanh
@@ -22,6 +22,7 @@ __all__ = [
     "RoPE2D",
     "apply_rope",
     "attention_mask",
+    "make_attention_mask",
     "make_mlp",
     "make_norm",
     "masked_mean_var",

@@ -1,7 +1,8 @@
 """Building and running a stack of blocks over packed rows, with optional ToMe token merging.
 
 Shared by the encoder and the predictor: `stack_parts` builds their registers, position
-encoding and blocks alike from their config; `run_blocks` builds the attention mask and RoPE tables once,
+encoding and blocks alike from their config; `run_blocks` builds the attention mask (of the chosen kernel,
+`model.attention_backend`) and RoPE tables once,
 and with merging on (`tome_ratio > 0`) merges tokens after every block but the last,
 rebuilding the mask, the RoPE tables (fractional positions) and the DiffMoE token pool
 from the merged tokens, then unmerges the output (and every returned depth) back to the
@@ -19,7 +20,7 @@ from featnorm.layers import (
     Block,
     MergeState,
     RoPE2D,
-    attention_mask,
+    make_attention_mask,
     merge_plan,
     merge_tokens,
     unmerge,
@@ -48,11 +49,13 @@ def run_blocks(
     rope: RoPE2D | None,
     tome_ratio: float = 0.0,
     return_all_depths: bool = False,
+    attention_backend: str = "sdpa",
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """x `(B, L, dim)` input tokens, token_ids `(B, L, 4)` -> (`(B, L, dim)` output of the
     last block, and with `return_all_depths` the list [x, block 1 output, ...], each
-    `(B, L, dim)`; else None). Merged tokens come back as copies of their merged token."""
-    mask = attention_mask(token_ids)
+    `(B, L, dim)`; else None). Merged tokens come back as copies of their merged token.
+    `attention_backend`: 'sdpa' or 'flex' (see featnorm.layers.attention)."""
+    mask = make_attention_mask(token_ids, attention_backend)
     tables = rope.tables(token_ids) if rope is not None else None
     moe = any(b.moe for b in blocks)
     real = ~is_padding(token_ids) if moe else None
@@ -72,7 +75,7 @@ def run_blocks(
         if i == len(blocks) - 1:
             break
         x, state = merge_tokens(x, merge_plan(keys, state.ids, tome_ratio), state)
-        mask = attention_mask(state.ids)
+        mask = make_attention_mask(state.ids, attention_backend)
         tables = rope.tables_from_positions(state.pos, state.positioned) if rope is not None else None
         real = ~is_padding(state.ids) if moe else None
     return unmerge(x, state), hiddens

@@ -7,6 +7,7 @@ from torch import nn
 
 from featnorm.config import EncoderConfig
 from featnorm.layers import DiffMoE, RunningNorm, make_norm
+from featnorm.layers.attention import check_backend
 from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_weights
 from featnorm.tokens import REGISTER, is_patch, is_register
@@ -16,7 +17,9 @@ class Encoder(nn.Module):
     """Patch embedding + optional registers + positions (RoPE-2D or absolute) + pre-norm
     blocks + output norm.
 
-    `forward(pixels (B, L, patch_dim), token_ids (B, L, 4))` -> `(B, L, dim)`. Register
+    `forward(pixels (B, L, patch_dim), token_ids (B, L, 4))` -> `(B, L, dim)`.
+    `attention_backend` ('sdpa' or 'flex', `model.attention_backend`) picks the attention
+    kernel; both compute the same function. Register
     tokens (register id != PAD_ID) get their learned embedding instead of a patch embedding;
     padding tokens enter as zeros, attend only to themselves and are ignored by every other
     token, so a packed row behaves like separate images.
@@ -26,9 +29,10 @@ class Encoder(nn.Module):
     (`cfg.tome.ratio > 0`; outputs are unmerged to the input length).
     """
 
-    def __init__(self, cfg: EncoderConfig, patch_dim: int, init: str = "torch-default"):
+    def __init__(self, cfg: EncoderConfig, patch_dim: int, init: str = "torch-default", attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
+        self.attention_backend = check_backend(attention_backend)
         self.dim = cfg.dim
         self.patch_embed = nn.Linear(patch_dim, cfg.dim)
         registers, self.rope, self.abs_pos, self.blocks = stack_parts(cfg, "model.encoder")
@@ -62,7 +66,8 @@ class Encoder(nn.Module):
         `hiddens (depth + 1, B, L, dim)`: the embedding output and each block's output (with
         ToMe, each block's output before that block's merge, unmerged to all L tokens)."""
         x = self.embed(pixels, token_ids)
-        x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths)
+        x, hiddens = run_blocks(self.blocks, x, token_ids, self.rope, self.cfg.tome.ratio, return_all_depths,
+                                self.attention_backend)
         out = self.norm_output(x, token_ids)
         if hiddens is not None:
             return out, torch.stack(hiddens)

@@ -7,6 +7,7 @@ from torch import nn
 
 from featnorm.config import PredictorConfig
 from featnorm.layers import make_norm
+from featnorm.layers.attention import check_backend
 from featnorm.models.block_stack import run_blocks, stack_parts
 from featnorm.models.init import init_weights
 from featnorm.tokens import PAD_ID, REGISTER, SAMPLE, is_patch, is_register, padding_ids
@@ -25,12 +26,13 @@ class Predictor(nn.Module):
     MLPs and ToMe merging (`cfg.moe`, `cfg.tome`).
 
     `forward(context (B, Lc, encoder_dim), context_ids (B, Lc, 4), target_ids (B, Lt, 4))`
-    -> predictions `(B, Lt, encoder_dim)`.
+    -> predictions `(B, Lt, encoder_dim)`. `attention_backend`: 'sdpa' or 'flex', as the encoder's.
     """
 
-    def __init__(self, cfg: PredictorConfig, encoder_dim: int, init: str = "torch-default"):
+    def __init__(self, cfg: PredictorConfig, encoder_dim: int, init: str = "torch-default", attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
+        self.attention_backend = check_backend(attention_backend)
         if cfg.mlp_in:  # the reference's should_mlp_in
             hidden = 4 * encoder_dim
             self.embed = nn.Sequential(nn.Linear(encoder_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, cfg.dim))
@@ -89,7 +91,36 @@ class Predictor(nn.Module):
             x = x + self.abs_pos(ids)
         return x, ids
 
+    def token_counts(self, context_ids: torch.Tensor, target_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a forward on these ids processes, for FLOP counting (featnorm.train.flops), as
+        0-dim float tensors computed without a host sync: `tokens` (real tokens through the
+        blocks, predictor registers included), `pairs` (same-image (query, key) pairs of one
+        attention: the sum over the images of each row of n^2), `context_tokens` and
+        `target_tokens` (real tokens through the input and output projections) and `slots`
+        (all positions, padding included)."""
+        if self.cfg.encoder_registers == "wipe":
+            context_ids = context_ids.masked_fill(is_register(context_ids)[..., None], PAD_ID)
+        ids = torch.cat((context_ids, target_ids), 1)
+        B, L, _ = ids.shape
+        sample = ids[..., SAMPLE]
+        real = sample != PAD_ID
+        same = (sample[:, :, None] == sample[:, None, :]) & real[:, None, :]  # (B, L, L)
+        n = same.sum(-1).float() * real  # per real token: tokens of its image in the row
+        tokens, pairs = real.sum().float(), n.sum()
+        slots = n.new_full((), float(B * L))  # a fill on the device, not a copy from the host (which would sync)
+        P = self.cfg.num_registers
+        if P:
+            # Each image with a patch in the row gets P registers: (n + P)^2 = n^2 + 2Pn + P^2.
+            present = (same & is_patch(ids)[:, None, :]).any(-1) & real
+            share = present.float() / n.clamp_min(1)  # sums to 1 over each present image's tokens
+            tokens = tokens + P * share.sum()
+            pairs = pairs + ((2 * P * n + P * P) * share).sum()
+            slots = slots + B * P * share.sum(1).max().round()  # register slots: the fullest row's images
+        context_tokens = real[:, : context_ids.shape[1]].sum().float()
+        target_tokens = real[:, context_ids.shape[1] :].sum().float()
+        return {"tokens": tokens, "pairs": pairs, "context_tokens": context_tokens, "target_tokens": target_tokens, "slots": slots}
+
     def forward(self, context: torch.Tensor, context_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         x, ids = self.prepare(context, context_ids, target_ids)
-        x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio)
+        x, _ = run_blocks(self.blocks, x, ids, self.rope, self.cfg.tome.ratio, attention_backend=self.attention_backend)
         return self.out_proj(self.out_norm(x[:, x.shape[1] - target_ids.shape[1] :]))

@@ -11,6 +11,15 @@ Row schema (one JSON object per line, keys always present unless marked):
     images          images in the step's batch
     images_per_s    images / wall time of the step (data loading included)
     tokens_per_s    real (non-padding) tokens / wall time of the step
+    step_tflop      model FLOPs of the step / 1e12, all processes (featnorm.train.flops)
+    tflop_per_s     step_tflop / wall time of the step
+    mfu             tflop_per_s / peak bf16 dense TFLOP/s of the devices (only when the peak
+                    is known: a listed GPU or FEATNORM_PEAK_TFLOPS; featnorm.train.throughput)
+    hours_left      projected hours to the end of the run, at the rate of the last 50 steps
+    run_hours       projected hours of the whole run at that rate
+    predictor_tokens, predictor_attention_pairs, predictor_context_tokens, predictor_target_tokens, predictor_slots,
+    num_predicted_tokens, num_target_tokens, target_std, target_token_norm
+                    the objective's statistics (featnorm.ijepa.objective)
     mask_rate       context fraction: real context patches / real patches of the batch
     mean_side       mean over the batch's images of sqrt(height * width), in pixels
 Extra rows, also keyed by `step` (the step after which they were measured):

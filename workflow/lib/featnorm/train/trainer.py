@@ -40,6 +40,7 @@ import torch
 
 from featnorm.batch import PackedBatch
 from featnorm.config import ConfigError, RunConfig, config_hash, load_run_config, save_run_config, to_dict
+from featnorm.data.packing import to_unit_pixels
 from featnorm.train.checkpoint import (
     check_config_hash,
     load_latest_checkpoint,
@@ -51,6 +52,8 @@ from featnorm.train.checkpoint import (
 from featnorm.train import distributed as ddp
 from featnorm.train.distributed import SINGLE, DistInfo
 from featnorm.train.diagnostics import ExternalSinks, JsonlLog, batch_stats, lidar_of_views, rankme_of_targets
+from featnorm.train.flops import encoder_counts, predictor_counts, step_flops
+from featnorm.train.throughput import ThroughputMeter, peak_tflops
 from featnorm.train.schedule import ema_beta, learning_rate
 from featnorm.train.signals import StopRequest
 
@@ -162,6 +165,9 @@ class Trainer:
         t = cfg.train
         if dist.enabled:
             ddp.per_rank_batch_size(t.batch_size, dist.world_size)  # a clear error if not divisible
+        if cfg.model.attention_backend == "flex" and self.device.type != "cuda":
+            raise ConfigError(f"model.attention_backend = flex trains only on CUDA (torch has no FlexAttention "
+                              f"backward on {self.device.type}); set model.attention_backend: sdpa for this device")
 
         torch.manual_seed(cfg.seed)
         self.model = IJEPA(cfg.model).to(self.device)
@@ -352,6 +358,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(self.device, non_blocking=True)
+        if batch.pixels.dtype == torch.uint8:  # loaded as bytes (CUDA, see data_source): scale on the device
+            batch = PackedBatch(to_unit_pixels(batch.pixels, batch.token_ids), batch.token_ids, batch.context_length)
         with autocast_context(self.cfg, self.device):
             out = self.forward(batch, generator=self.window_generator)
         loss = out.loss.float()
@@ -412,6 +420,8 @@ class Trainer:
         else:
             log = sinks = _NoSink()
         lidar_views = None
+        # images/s, tokens/s, TFLOP/s, MFU and the projected run time (featnorm.train.throughput)
+        meter = ThroughputMeter(peak_tflops(self.device)[0], self.dist.world_size)
         bar = _progress_bar(self.total_steps, self.step, self.progress) if main else None
         self.model.train()
         stopped_by = "done"
@@ -436,8 +446,12 @@ class Trainer:
                     if self.dist.enabled:
                         stats = self._global_stats(stats)
                     row, out = self.train_step(batch)
+                    # model FLOPs from the batch's ids (CPU) and the predictor's counts (in row)
+                    row["step_flops"] = step_flops(cfg.model, encoder_counts(batch.token_ids),
+                                                   encoder_counts(batch.context_ids), predictor_counts(row))["total"]
                     if self.dist.enabled:
                         row = self._global_row(row)
+                        row["step_flops"] *= self.dist.world_size  # the mean over ranks -> their sum
                     self.step += 1
                     self.images_seen += stats["images"]
                     self.batch_in_epoch += 1
@@ -449,9 +463,11 @@ class Trainer:
                     full = {"step": self.step}
                     if self.data.num_images:
                         full["epoch"] = self.images_seen / self.data.num_images
+                    flops = row.pop("step_flops")
                     full.update(images_seen=self.images_seen, **row, images=stats["images"],
-                                images_per_s=stats["images"] / dt, tokens_per_s=stats["real_tokens"] / dt,
+                                **meter.update(dt, stats["images"], stats["real_tokens"], flops),
                                 mask_rate=stats["mask_rate"], mean_side=stats["mean_side"])
+                    full.update(meter.projection(self.step, self.images_seen, self.total_steps, self.total_images))
                     if self.step % t.log_every == 0 or self._done():
                         log.write(full)
                         sinks.write(full)
