@@ -81,10 +81,6 @@ def test_settings_map_to_our_run_config():
     [
         ("model.encoder.block_config.mlp_mode", "diffmoe", "mlp_mode"),
         ("model.encoder.tome_layerwise_merge_rate", 0.05, "tome_layerwise_merge_rate"),
-        ("model.predictor.should_mlp_in", True, "should_mlp_in"),
-        ("model.should_predict_from_all_target", True, "should_predict_from_all_target"),
-        ("model.should_attempt_mask_dropping", False, "should_attempt_mask_dropping"),
-        ("model.sample_predictor_targets_with_replacement", False, "with_replacement"),
         ("model.predictor.max_num_register_tokens", 4, "max_num_register_tokens"),
     ],
 )
@@ -98,6 +94,30 @@ def test_unsupported_reference_options_fail_in_one_line_naming_them(path, value,
     with pytest.raises(ReferenceConversionError) as e:
         run_config_from_reference(conf)
     assert named in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "path, value, ours",
+    [
+        ("model.predictor.should_mlp_in", True, ("predictor", "mlp_in", True)),
+        ("model.should_predict_from_all_target", True, ("objective", "targets_include_context", True)),
+        ("model.should_attempt_mask_dropping", False, ("objective", "padding_windows_last", False)),
+        ("model.sample_predictor_targets_with_replacement", False, ("objective", "target_with_replacement", False)),
+        ("model.sample_predictor_context_with_replacement", False, ("objective", "context_with_replacement", False)),
+    ],
+)
+def test_the_reference_hidden_options_map_to_ours(path, value, ours):
+    conf = copy.deepcopy(_conf("tanh"))
+    cur = conf
+    *parents, leaf = path.split(".")
+    for k in parents:
+        cur = cur[k]
+    cur[leaf] = value
+    if "with_replacement" in leaf:  # disjoint draws need capacity x repeat <= 1
+        conf["model"]["predictor_batch_repeat"] = 1
+    m = run_config_from_reference(conf).model
+    section, key, expected = ours
+    assert getattr(getattr(m, section), key) == expected
 
 
 def _write_reference_checkpoint(tmp_path: Path, variant: str) -> Path:

@@ -104,18 +104,14 @@ def run_config_from_reference(conf: dict, name: str = "reference") -> RunConfig:
     patch_dim = conf.get("num_image_channels", 3) * patch * patch
     _unsupported(conf.get("num_image_channels", 3) == 3, "num_image_channels", conf.get("num_image_channels"))
     _unsupported(enc.get("tome_layerwise_merge_rate") is None, "model.encoder.tome_layerwise_merge_rate", enc.get("tome_layerwise_merge_rate"))
-    _unsupported(not pred.get("should_mlp_in", False), "model.predictor.should_mlp_in", pred.get("should_mlp_in"))
     _unsupported(not (pred.get("max_num_register_tokens") or 0), "model.predictor.max_num_register_tokens", pred.get("max_num_register_tokens"))
-    for key, ok in (("should_predict_from_all_target", False), ("should_predict_register_tokens", False),
-                    ("should_attempt_mask_dropping", True)):
-        _unsupported(model.get(key, ok) == ok, f"model.{key}", model.get(key))
     ctx_repl = model.get("sample_predictor_context_with_replacement", True)
     tgt_repl = model.get("sample_predictor_targets_with_replacement", True)
-    _unsupported(ctx_repl == tgt_repl, "model.sample_predictor_{context,targets}_with_replacement differ", (ctx_repl, tgt_repl))
 
     encoder = _net(enc, "model.encoder", patch_dim)
     encoder["out_norm_affine"] = bool(enc.get("norm_elementwise_affine", True)) and encoder["out_norm"] != "batchnorm"
     predictor = _net(pred, "model.predictor", None)
+    predictor["mlp_in"] = bool(pred.get("should_mlp_in", False))
     _unsupported(pred.get("input_size") == encoder["dim"], "model.predictor.input_size (encoder dim)", pred.get("input_size"))
     _unsupported(predictor["out_norm"] in ("layernorm", "dyntanh"), "model.predictor.norm_out_mode", predictor["out_norm"])
 
@@ -138,7 +134,11 @@ def run_config_from_reference(conf: dict, name: str = "reference") -> RunConfig:
                 "batch_repeat": model.get("predictor_batch_repeat", 8),
                 "context_capacity": model.get("predictor_context_capacity", 0.125),
                 "target_capacity": model.get("predictor_target_capacity", 0.125),
-                "with_replacement": bool(ctx_repl),
+                "context_with_replacement": bool(ctx_repl),
+                "target_with_replacement": bool(tgt_repl),
+                "targets_include_context": bool(model.get("should_predict_from_all_target", False)),
+                "padding_windows_last": bool(model.get("should_attempt_mask_dropping", True)),
+                "predict_registers": bool(model.get("should_predict_register_tokens", False)),
             },
         },
         "data": {
@@ -209,11 +209,11 @@ def _block_key(rest: str, t: torch.Tensor, num_heads: int, head_dim: int, perm: 
 
 
 def convert_net_state(
-    ref: dict, kind: str, num_heads: int, head_dim: int, rope: bool, running_std: bool = False
+    ref: dict, kind: str, num_heads: int, head_dim: int, rope: bool
 ) -> dict:
     """Our Encoder (`kind='encoder'`) or Predictor state dict from the reference's module
-    state dict (keys without the model-level prefix). `running_std`: our batchnorm output
-    norm keeps a running std (else a running variance, std^2)."""
+    state dict (keys without the model-level prefix).
+    """
     perm = rope_channel_permutation(head_dim) if rope else None
     top = {
         "encoder": {"proj_in.weight": "patch_embed.weight", "proj_in.bias": "patch_embed.bias", "reg_emb": "registers"},
@@ -221,6 +221,8 @@ def convert_net_state(
                       "proj_out.weight": "out_proj.weight", "proj_out.bias": "out_proj.bias"},
     }[kind]
     top.update({"h_emb": "abs_pos.row", "w_emb": "abs_pos.col"})
+    if kind == "predictor":  # should_mlp_in: proj_in is Linear -> GELU -> Linear, as our embed
+        top.update({f"proj_in.{i}.{p}": f"embed.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")})
     out = {}
     for key, t in ref.items():
         new = None
@@ -231,10 +233,8 @@ def convert_net_state(
             new = None if name is None else f"blocks.{m.group(1)}.{name}"
         elif key.startswith("norm_out."):
             leaf = key.split(".", 1)[1]
-            if leaf == "is_initted":  # ours: no flag (its statistics are valid from the first step)
-                continue
-            if leaf == "running_std" and not running_std:
-                leaf, t = "running_var", t.float() ** 2
+            if leaf == "is_initted":  # the reference's float flag; ours is a bool buffer
+                leaf, t = "initialized", t.reshape(()) > 0
             new = f"out_norm.{_norm_param(leaf)}"
         if new is None:
             raise ReferenceConversionError(f"reference weight {kind}.{key} has no counterpart in our {kind}")
@@ -243,14 +243,13 @@ def convert_net_state(
 
 
 def _target_norm_state(ref: dict, ours: dict) -> dict:
-    """Our TargetNorm buffers from the reference's `running_batchnorm` (mean and std)."""
+    """Our TargetNorm buffers (`running.running_mean`, `running.running_std`,
+    `running.initialized`) from the reference's `running_batchnorm`."""
     out = dict(ours)
     for leaf, t in ref.items():
         if leaf == "is_initted":
-            continue
-        if leaf == "running_std" and "running_std" not in ours:
-            leaf, t = "running_var", t.float() ** 2
-        out[leaf] = t
+            leaf, t = "initialized", t.reshape(()) > 0
+        out[f"running.{leaf}"] = t
     return out
 
 
@@ -271,8 +270,7 @@ def convert_reference(model_state: dict, conf: dict, training_state: dict | None
             raise ReferenceConversionError(f"reference weight {key} has no counterpart in featnorm")
         parts[head][rest] = t
     enc_rope, pred_rope = m.encoder.pos_embed == "rope", m.predictor.pos_embed == "rope"
-    std_buf = "out_norm.running_std" in model.student.state_dict()
-    args = (m.encoder.num_heads, m.encoder.head_dim, enc_rope, std_buf)
+    args = (m.encoder.num_heads, m.encoder.head_dim, enc_rope)
     student = convert_net_state(parts["encoder"], "encoder", *args)
     teacher = convert_net_state(parts["ema_encoder"], "encoder", *args)
     predictor = convert_net_state(parts["predictor"], "predictor", m.predictor.num_heads, m.predictor.head_dim, pred_rope)
