@@ -137,8 +137,9 @@ def test_table_summary_has_a_row_per_run_differing_settings_and_blank_missing_ce
     assert {"encoder.out_norm", "objective.target_norm", "encoder.pos_embed"} <= set(df.columns)
     assert "encoder.dim" not in df.columns and "name" not in df.columns
     assert list(df["encoder.out_norm"]) == ["dyntanh", "layernorm", "dyntanh"]
-    metrics = ["linear top-1 best (%)", "best depth", "linear top-1 last (%)", "depth RMSE (m)", "LiDAR", "RankMe",
-               "images seen", "train hours", "encoder params", "predictor params"]
+    metrics = ["linear top-1 best (%)", "best depth", "linear top-1 last (%)", "kNN top-1 best (%)",
+               "kNN top-1 last (%)", "depth RMSE (m)", "LiDAR", "RankMe", "images seen", "train hours",
+               "encoder params", "predictor params"]
     assert df.columns[-len(metrics):].tolist() == metrics
     tanh, ln, absent = (df.iloc[i] for i in range(3))
     assert all(tanh[m] != "" for m in metrics)
