@@ -8,9 +8,9 @@ init); each resolved-config key whose value differs between the rows (short name
 mean, signed so that positive is better (for the depth RMSE: baseline minus run).
 
 A row of several seeds holds the mean over the seeds that have the value; the CSV adds a
-`<metric> std` column (sample std, ddof 1) beside each metric and a `<gain> se` column
-(standard error of the difference of two means, sqrt(s1^2/n1 + s2^2/n2)); Markdown and LaTeX
-show `mean ± std` and `gain ± se`. A metric a run does not have (no eval file yet, a key
+`<metric> std` column (sample std, ddof 1) beside each measured metric (`SPREAD_COLUMNS`)
+and a `<gain> se` column (standard error of the difference of two means,
+sqrt(s1^2/n1 + s2^2/n2)); Markdown and LaTeX show `mean ± std` and `gain ± se`. A metric a run does not have (no eval file yet, a key
 absent) is a blank cell in every format, never a zero.
 """
 
@@ -52,6 +52,9 @@ METRIC_COLUMNS: dict[str, Callable[[float], str]] = {
     "predictor params": lambda v: f"{v / 1e6:.2f}M",
 }
 INTEGER_COLUMNS = ("best depth", "images seen", "encoder params", "predictor params")
+# measurements whose spread over seeds is shown (not the depth index, the budget or the size)
+SPREAD_COLUMNS = ("linear top-1 best (%)", "linear top-1 last (%)", "kNN top-1 best (%)", "kNN top-1 last (%)",
+                  "depth RMSE (m)", "LiDAR", "RankMe", "train hours")
 # gain column -> (metric, +1 when higher is better, -1 when lower is better)
 GAIN_COLUMNS: dict[str, tuple[str, int]] = {
     "linear top-1 gain (pts)": ("linear top-1 best (%)", 1),
@@ -179,7 +182,7 @@ def group_rows(per_run: pd.DataFrame, groups: list[RunGroup]) -> pd.DataFrame:
         for col in METRIC_COLUMNS:
             mean, std, _ = stats[g.name][col]
             row[col] = mean
-            if multi:
+            if multi and col in SPREAD_COLUMNS:
                 row[f"{col} std"] = std
             if col == "depth RMSE (m)" and references:
                 row.update(_gains(stats, g, multi))
