@@ -59,8 +59,8 @@ def make_training_curves(runs: list[RunResults], paths: list[str | Path], points
             if len(x) == 0:
                 continue
             g = group_of[r.name]
-            label = g.name + (f" ({len(g.runs)} seeds)" if seeded and len(g.runs) > 1 else "")
-            ax.plot(x, y, label=label, color=colors[g.name], lw=1.0 if len(g.runs) > 1 else 1.4,
+            name = g.name + (f" ({len(g.runs)} seeds)" if seeded and len(g.runs) > 1 else "")
+            ax.plot(x, y, label=name, color=colors[g.name], lw=1.0 if len(g.runs) > 1 else 1.4,
                     alpha=0.8 if len(g.runs) > 1 else 1.0, marker="o" if len(x) < 30 else None, ms=3)
             drawn += 1
         ax.set_title(label)
