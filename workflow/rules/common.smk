@@ -336,6 +336,8 @@ FIGURE_NAMES = [
 # the learning curve of the gain over random init needs a baseline and a trained run
 if BASELINE_RUNS and TRAINED_RUNS:
     FIGURE_NAMES.append("gain_vs_steps")
+if not TRAINED_RUNS:  # only baselines: no training log to plot
+    FIGURE_NAMES.remove("training_curves")
 TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
 FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
 EVAL_FILES = [
