@@ -11,9 +11,11 @@ from featnorm.plotting.linear_probe_depth import make_linear_probe_depth
 from featnorm.plotting.run_results import load_runs
 from featnorm.plotting.script_options import (
     add_figure_outputs,
+    add_group_options,
     add_run_options,
     figure_parser,
     figure_paths,
+    groups_from_args,
     print_written,
     user_errors_reported,
 )
@@ -22,13 +24,14 @@ from featnorm.plotting.script_options import (
 def main(argv: list[str] | None = None) -> None:
     p = figure_parser(__doc__)
     add_run_options(p)
+    add_group_options(p)
     p.add_argument("--metric", choices=("top1", "top5"), default="top1", help="accuracy to plot (default top1)")
     add_figure_outputs(p)
     args = p.parse_args(argv)
     with user_errors_reported(p):
         paths = figure_paths(p, args)
         runs = load_runs(args.runs, args.names)
-        make_linear_probe_depth(runs, paths, args.metric)
+        make_linear_probe_depth(runs, paths, args.metric, groups_from_args(runs, args))
         print_written(paths)
 
 

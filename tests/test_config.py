@@ -45,10 +45,15 @@ def test_defaults_are_the_paper_vit_s_and_validate():
         ({"model": {"encoder": {"num_registers": -1}}}, "model.encoder.num_registers"),
         ({"model": {"predictor": {"rope_base": 0.0}}}, "model.predictor.rope_base"),
         ({"model": {"encoder": {"qk_nrom": "layernorm"}}}, "qk_nrom"),
+        ({"train": {"steps": 100, "snapshot_steps": [50, 150]}}, "train.snapshot_steps"),
+        ({"train": {"snapshot_steps": [20, 10]}}, "train.snapshot_steps"),
+        ({"train": {"snapshot_steps": [0, 10]}}, "train.snapshot_steps"),
+        ({"train": {"snapshot_steps": [10, 10.5]}}, r"train.snapshot_steps[1]"),
+        ({"train": {"snapshot_steps": 10}}, "train.snapshot_steps must be a list"),
     ],
 )
 def test_impossible_settings_are_rejected_naming_the_field(overrides, field):
-    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
         run_config_from_dict(overrides)
 
 
@@ -82,3 +87,13 @@ def test_model_options_of_issue_8_are_built_from_the_run_config():
     assert isinstance(model.student.blocks[0].mlp, DiffMoE) and model.student.blocks[0].mlp.num_experts == 4
     assert model.predictor.registers.shape == (3, 16)
     assert model.predictor.cfg.tome.ratio == 0.1 and model.predictor.cfg.encoder_registers == "wipe"
+
+
+def test_snapshot_steps_are_a_list_of_any_length_that_survives_yaml(tmp_path):
+    from featnorm.config import save_run_config
+
+    cfg = run_config_from_dict({"train": {"steps": 400, "snapshot_steps": [50, 100, 400]}})
+    assert cfg.train.snapshot_steps == (50, 100, 400)
+    save_run_config(cfg, tmp_path / "run.yaml")
+    assert load_run_config(tmp_path / "run.yaml") == cfg
+    assert run_config_from_dict({}).train.snapshot_steps == ()

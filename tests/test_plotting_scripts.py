@@ -20,6 +20,7 @@ SCRIPT_NAMES = [
     "fig_token_energy",
     "fig_training_curves",
     "fig_linear_probe_depth",
+    "fig_gain_vs_steps",
     "table_summary",
 ]
 
@@ -137,8 +138,9 @@ def test_table_summary_has_a_row_per_run_differing_settings_and_blank_missing_ce
     assert {"encoder.out_norm", "objective.target_norm", "encoder.pos_embed"} <= set(df.columns)
     assert "encoder.dim" not in df.columns and "name" not in df.columns
     assert list(df["encoder.out_norm"]) == ["dyntanh", "layernorm", "dyntanh"]
-    metrics = ["linear top-1 best (%)", "best depth", "linear top-1 last (%)", "depth RMSE (m)", "LiDAR", "RankMe",
-               "images seen", "train hours", "encoder params", "predictor params"]
+    metrics = ["linear top-1 best (%)", "best depth", "linear top-1 last (%)", "kNN top-1 best (%)",
+               "kNN top-1 last (%)", "depth RMSE (m)", "LiDAR", "RankMe", "images seen", "train hours",
+               "encoder params", "predictor params"]
     assert df.columns[-len(metrics):].tolist() == metrics
     tanh, ln, absent = (df.iloc[i] for i in range(3))
     assert all(tanh[m] != "" for m in metrics)
@@ -152,6 +154,63 @@ def test_table_summary_has_a_row_per_run_differing_settings_and_blank_missing_ce
     assert "| ijepa-abs " in md[-1] and " 0 " not in md[-1].split("|", 5)[-1]
     tex = (tmp_path / "summary.tex").read_text()
     assert "\\begin{tabular}" in tex and "ijepa-ln" in tex
+
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """tanh and ln, two seeds each, with snapshots at steps 20 and 40, and a random-init baseline."""
+    import json
+
+    root = tmp_path_factory.mktemp("seeded")
+    for seed in (0, 1):
+        for name, kw in (("tanh", {}), ("ln", {"out_norm": "layernorm", "target_norm": "layernorm"})):
+            cfg = tiny_config(f"{name}-s{seed}", **kw)
+            cfg.seed = seed
+            cfg.train.snapshot_steps = (20, 40)
+            d = write_run(root / f"{name}-s{seed}", cfg, seed=seed)
+            for step in (20, 40, 80):  # 80: not in the config (an earlier one's): never read
+                path = d / "eval" / "snapshots" / f"knn_probe-step-{step}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"top1": [10.0 + step / 4 + seed], "best_top1": 10.0 + step / 4 + seed,
+                                            "model_step": step, "images_seen": 12 * step}))
+        cfg = tiny_config(f"random-s{seed}")
+        cfg.seed = seed
+        write_run(root / f"random-s{seed}", cfg, seed=seed, with_log=False, evals=("linear_probe", "knn_probe"))
+    return root
+
+
+def _seeded_args(root):
+    names = [f"{g}-s{s}" for g in ("tanh", "ln", "random") for s in (0, 1)]
+    return ["--runs", *[str(root / n) for n in names], "--groups", *[n[:-3] for n in names],
+            "--baselines", "random", "--reference", "tanh=random", "ln=random"]
+
+
+def test_seed_groups_in_the_table_and_the_per_depth_and_gain_figures(seeded, tmp_path):
+    args = _seeded_args(seeded)
+    script("table_summary").main(args + ["--out", str(tmp_path / "summary")])
+    df = pd.read_csv(tmp_path / "summary.csv")
+    assert list(df["run"]) == ["tanh", "ln", "random"] and list(df["n"]) == [2, 2, 2]
+    assert df["kNN top-1 gain (pts)"].notna().tolist() == [True, True, False]
+    assert "± " in (tmp_path / "summary.md").read_text()
+    script("fig_linear_probe_depth").main(args + ["--out", str(tmp_path / "lp")])
+    assert_written(tmp_path / "lp.png", tmp_path / "lp.pdf")
+    script("fig_gain_vs_steps").main(args + ["--out", str(tmp_path / "gain")])
+    assert_written(tmp_path / "gain.png", tmp_path / "gain.pdf", tmp_path / "gain.csv")
+    curves = pd.read_csv(tmp_path / "gain.csv")
+    assert sorted(set(curves["step"])) == [0, 20, 40, 60]  # start, snapshots of the config, final model
+    assert set(curves["n"]) == {2}
+    # the training curves take only trained runs; a group's seeds share its entry
+    trained = [str(seeded / f"{g}-s{s}") for g in ("tanh", "ln") for s in (0, 1)]
+    script("fig_training_curves").main(["--runs", *trained, "--groups", "tanh", "tanh", "ln", "ln",
+                                        "--out", str(tmp_path / "curves")])
+    assert_written(tmp_path / "curves.png")
+
+
+def test_gain_figure_without_a_baseline_is_a_usage_error(seeded, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        script("fig_gain_vs_steps").main(["--runs", str(seeded / "tanh-s0"), "--out", str(tmp_path / "g")])
+    assert "--baselines" in capsys.readouterr().err
 
 
 if __name__ == "__main__":

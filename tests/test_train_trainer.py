@@ -167,3 +167,79 @@ def test_length_in_epochs_counts_images_seen(tmp_path, synthetic_data):
     assert (result.step, result.images_seen) == (8, 32)
     last = [r for r in read_log(tmp_path / "out" / "train_log.jsonl") if "loss" in r][-1]
     assert last["epoch"] == pytest.approx(1.6)
+
+
+def _tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_snapshots_change_neither_training_nor_the_final_model(tmp_path, synthetic_data):
+    Trainer(tiny_config(steps=7), synthetic_data, tmp_path / "a", tmp_path / "cka", progress=False).run()
+    Trainer(tiny_config(steps=7, snapshot_steps=[2, 5]), synthetic_data, tmp_path / "b", tmp_path / "ckb",
+            progress=False).run()
+    plain = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    snap = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    for part in ("teacher", "student", "predictor", "target_norm"):
+        assert _tensors_equal(plain[part], snap[part]), part
+    losses = [[r["loss"] for r in read_log(d / "train_log.jsonl") if "loss" in r] for d in (tmp_path / "a", tmp_path / "b")]
+    assert losses[0] == losses[1]
+    assert sorted(p.name for p in (tmp_path / "b" / "snapshots").iterdir()) == ["step-2.pt", "step-5.pt"]
+    assert not (tmp_path / "a" / "snapshots").exists()
+
+
+def test_a_snapshot_is_the_model_at_its_step_in_model_pt_format(tmp_path, synthetic_data):
+    from featnorm.evaluation.checkpoint_loading import load_encoder
+
+    cfg = tiny_config(steps=6, snapshot_steps=[4], checkpoint_every=2, keep_checkpoints=10)
+    Trainer(cfg, synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False).run()
+    snap = torch.load(tmp_path / "out" / "snapshots" / "step-4.pt", weights_only=True)
+    state = torch.load(tmp_path / "ck" / "ckpt-000000004.pt", weights_only=True)
+    assert snap["step"] == 4 and snap["images_seen"] == state["images_seen"]
+    teacher = {k[len("teacher."):]: v for k, v in state["model"].items() if k.startswith("teacher.")}
+    assert _tensors_equal(snap["teacher"], teacher)
+    encoder, loaded_cfg = load_encoder(tmp_path / "out" / "snapshots" / "step-4.pt")
+    assert loaded_cfg == cfg and all(torch.equal(v, teacher[k]) for k, v in encoder.state_dict().items())
+
+
+def test_a_resumed_run_writes_the_same_later_snapshot(tmp_path, synthetic_data):
+    cfg = tiny_config(steps=8, checkpoint_every=3, snapshot_steps=[2, 6])
+    Trainer(cfg, synthetic_data, tmp_path / "a", tmp_path / "cka", progress=False).run()
+    tr = Trainer(cfg, synthetic_data, tmp_path / "b", tmp_path / "ckb", progress=False)
+    tr.total_steps = 3  # a crash after step 3
+    tr.run()
+    assert not (tmp_path / "b" / "snapshots" / "step-6.pt").exists()
+    Trainer(cfg, synthetic_data, tmp_path / "b", tmp_path / "ckb", progress=False).run()
+    for name in ("step-2.pt", "step-6.pt"):
+        a = torch.load(tmp_path / "a" / "snapshots" / name, weights_only=True)
+        b = torch.load(tmp_path / "b" / "snapshots" / name, weights_only=True)
+        assert _tensors_equal(a["teacher"], b["teacher"]) and a["step"] == b["step"], name
+
+
+def test_random_init_baseline_is_the_trainers_step_zero_state(tmp_path, synthetic_data):
+    import sys
+    from pathlib import Path
+
+    from featnorm.config import save_run_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import init_model
+
+    cfg = tiny_config(steps=2, keep_checkpoints=10)
+    cfg.seed = 3
+    Trainer(cfg, synthetic_data, tmp_path / "out", tmp_path / "ck", progress=False).run()
+    step0 = torch.load(tmp_path / "ck" / "ckpt-000000000.pt", weights_only=True)["model"]
+    save_run_config(cfg, tmp_path / "run.yaml")
+    assert init_model.main(["--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "init" / "model.pt")]) == 0
+    init = torch.load(tmp_path / "init" / "model.pt", weights_only=True)
+    assert init["step"] == 0 and init["images_seen"] == 0 and init["config"]["seed"] == 3
+    for part in ("teacher", "student", "predictor", "target_norm"):
+        want = {k[len(part) + 1:]: v for k, v in step0.items() if k.startswith(part + ".")}
+        assert _tensors_equal(init[part], want), part
+    trained = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert not _tensors_equal(trained["student"], init["student"])  # training moved away from it
+    # another seed, another initialisation
+    cfg.seed = 4
+    save_run_config(cfg, tmp_path / "run4.yaml")
+    assert init_model.main(["--config", str(tmp_path / "run4.yaml"), "--out", str(tmp_path / "init4.pt")]) == 0
+    other = torch.load(tmp_path / "init4.pt", weights_only=True)
+    assert not _tensors_equal(other["teacher"], init["teacher"])

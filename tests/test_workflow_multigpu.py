@@ -15,7 +15,7 @@ def pretrain_commands(stdout: str) -> dict[str, tuple[str, str]]:
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
         if not block.startswith("rule pretrain:"):
             continue
-        run = re.search(r"wildcards: run=(\w+)", block).group(1)
+        run = re.search(r"wildcards: run=([\w-]+)", block).group(1)
         res = re.search(r"^\s+resources: (.+)$", block, re.M).group(1)
         cmd = re.search(r"^Shell command: (.+)$", block, re.M).group(1)
         out[run] = (res, cmd)
@@ -31,11 +31,12 @@ def test_gpus_setting_launches_torchrun_with_the_granted_gpus(tmp_path):
     res = snakemake("-n", "-p", "--nolock", "--configfile", str(path), "--resources", "gpu=2")
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = pretrain_commands(res.stdout)
-    res_tanh, cmd_tanh = jobs["tanh"]
+    assert set(jobs) == {"tanh-s0", "tanh-s1", "ln-s0", "ln-s1"}  # config/demo.yaml: two seeds
+    res_tanh, cmd_tanh = jobs["tanh-s1"]
     assert "gpu=2" in res_tanh
     assert "run_step.py --gpus 2" in cmd_tanh
     assert "-m torch.distributed.run --standalone --nproc-per-node 2 scripts/pretrain.py" in cmd_tanh
-    res_ln, cmd_ln = jobs["ln"]
+    res_ln, cmd_ln = jobs["ln-s0"]
     assert "gpu=1" in res_ln and "torch.distributed" not in cmd_ln
     assert "-- python scripts/pretrain.py" in cmd_ln
 

@@ -68,6 +68,7 @@ def workflow_copy(tmp_path_factory):
             (root / "scripts" / name).write_text(FAKE_SCRIPT)
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["results"] = "results"
+    cfg["seeds"] = [0]
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     res = snakemake("--cores", "2", cwd=root, timeout=900)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
@@ -82,8 +83,9 @@ def dry_jobs(root: Path) -> list[tuple[str, dict]]:
 
 FIGURE_AND_TABLE_RULES = {
     "fig_loss_maps", "fig_pca_features", "fig_token_loss_distribution", "fig_token_energy",
-    "fig_training_curves", "fig_linear_probe_depth", "table_summary", "all",
+    "fig_training_curves", "fig_linear_probe_depth", "fig_gain_vs_steps", "table_summary", "all",
 }
+SEEDS = ("s0",)  # the copy of config/demo.yaml runs one seed (fewer jobs); a test adds another
 
 
 def test_complete_workflow_has_nothing_to_do(workflow_copy):
@@ -101,10 +103,10 @@ def test_changing_one_run_reruns_only_its_chain_and_the_figures(workflow_copy):
     finally:
         path.write_text(original)
     per_run = {(rule, wc["run"]) for rule, wc in jobs if "run" in wc}
-    assert {run for _, run in per_run} == {"ln"}
+    assert {run for _, run in per_run} == {f"ln-{s}" for s in SEEDS}
     assert {rule for rule, _ in per_run} == {
-        "run_config", "pretrain", "extract_features", "linear_probe", "depth_probe", "lidar"}
-    assert job_counts(jobs)["extract_features"] == 2
+        "run_config", "pretrain", "extract_features", "linear_probe", "knn_probe", "depth_probe", "lidar"}
+    assert job_counts(jobs)["extract_features"] == 2 * len(SEEDS)
     others = {rule for rule, wc in jobs if "run" not in wc}
     assert others == FIGURE_AND_TABLE_RULES
     # and restoring the config restores "nothing to do"
@@ -130,5 +132,38 @@ def test_model_code_change_reruns_training_but_not_data(workflow_copy):
         counts = job_counts(dry_jobs(workflow_copy))
     finally:
         module.write_text(original)
-    assert counts["pretrain"] == 2 and counts["table_summary"] == 1
+    assert counts["pretrain"] == 2 * len(SEEDS) and counts["table_summary"] == 1
+    assert counts["init_model"] == len(SEEDS)  # the model's construction changed: so did random init
     assert not {"pack_shards", "demo_images", "demo_depth", "run_config"} & set(counts)
+
+
+def test_training_loop_change_reruns_training_but_not_the_random_init_baseline(workflow_copy):
+    module = workflow_copy / "workflow" / "lib" / "featnorm" / "train" / "schedule.py"
+    original = module.read_text()
+    module.write_text(original + "\n# a change\n")
+    try:
+        jobs = dry_jobs(workflow_copy)
+    finally:
+        module.write_text(original)
+    assert job_counts(jobs)["pretrain"] == 2 * len(SEEDS)
+    assert not any(wc.get("run", "").startswith("random") for _, wc in jobs)
+
+
+def test_adding_a_seed_runs_only_the_new_seeds_chain_and_the_figures(workflow_copy):
+    path = workflow_copy / "config" / "config.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["seeds"] = [0, 2]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        jobs = dry_jobs(workflow_copy)
+    finally:
+        path.write_text(original)
+    per_run = {(rule, wc["run"]) for rule, wc in jobs if "run" in wc}
+    assert {run for _, run in per_run} == {"tanh-s2", "ln-s2", "random-s2"}
+    assert {rule for rule, run in per_run if run == "random-s2"} == {
+        "run_config", "init_model", "extract_features", "linear_probe", "knn_probe", "depth_probe", "lidar"}
+    assert ("pretrain", "tanh-s2") in per_run and ("pretrain", "random-s2") not in per_run
+    # the per-image figures show each compared run's first seed: they stay
+    assert {rule for rule, wc in jobs if "run" not in wc} == {
+        "fig_training_curves", "fig_linear_probe_depth", "fig_gain_vs_steps", "table_summary", "all"}

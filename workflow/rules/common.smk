@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "workflow" / "lib"))
 
 from featnorm.config import ConfigError  # noqa: E402
-from featnorm.workflow.runs import resolve_runs, run_hash  # noqa: E402
+from featnorm.workflow.runs import reference_baselines, resolve_runs, run_hash  # noqa: E402
 from featnorm.workflow.source_hash import source_hash  # noqa: E402
 
 CONFIG_SOURCE = ", ".join(
@@ -79,23 +80,43 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+# Run names here are per seed (`tanh-s0`, ... when a run has `seeds`; see featnorm.workflow.runs).
 ENABLED_RUNS = [name for name in RUNS if RUN_META[name]["enabled"]]
 if not ENABLED_RUNS:
     raise WorkflowError(f"{CONFIG_SOURCE}: every run has `enabled: false`; enable at least one")
 RUN_HASH = {name: run_hash(RUNS[name]) for name in ENABLED_RUNS}
+# Random-init baselines get their model.pt from init_model (no pretraining), the rest from pretrain.
+BASELINE_RUNS = [r for r in ENABLED_RUNS if RUN_META[r]["baseline"]]
+TRAINED_RUNS = [r for r in ENABLED_RUNS if not RUN_META[r]["baseline"]]
+# enabled group (a `runs:` entry) -> its run copies, one per seed
+GROUPS = {}
+for _run in ENABLED_RUNS:
+    GROUPS.setdefault(RUN_META[_run]["group"], []).append(_run)
+# trained group -> the baseline group its "gain over random init" is measured against
+REFERENCE = reference_baselines(RUN_META, ENABLED_RUNS)
+# train.snapshot_steps of each trained run: each snapshot gets the k-NN probe (learning curve)
+SNAPSHOTS = {r: list(RUNS[r]["train"].get("snapshot_steps") or []) for r in TRAINED_RUNS}
 
-COMPARE = FIGS.get("compare") or ENABLED_RUNS[:2]
-for _name in COMPARE:
-    if _name not in ENABLED_RUNS:
-        _why = "disabled" if _name in RUNS else "not in `runs`"
-        raise WorkflowError(
-            f"{CONFIG_SOURCE}: figures.compare names run `{_name}`, which is {_why}; "
-            f"enabled runs: {', '.join(ENABLED_RUNS)}"
-        )
+# figures.compare names runs (or groups: their first seed's copy)
+COMPARE = []
+for _name in FIGS.get("compare") or list(GROUPS)[:2]:
+    if _name in ENABLED_RUNS or _name in GROUPS:
+        COMPARE.append(_name if _name in ENABLED_RUNS else GROUPS[_name][0])
+        continue
+    _why = "disabled" if _name in RUNS or _name in {m["group"] for m in RUN_META.values()} else "not in `runs`"
+    raise WorkflowError(
+        f"{CONFIG_SOURCE}: figures.compare names run `{_name}`, which is {_why}; "
+        f"enabled runs: {', '.join(GROUPS)}"
+    )
+
+
+def _one_of(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 wildcard_constraints:
-    run="|".join(ENABLED_RUNS),
+    run=_one_of(ENABLED_RUNS),
+    step=r"\d+",
     split="train|val",
     dataset="imagenet|nyu",
 
@@ -129,10 +150,19 @@ CODE = {
     "train": source_hash(
         REPO, _package_without("evaluation", "plotting", "workflow") + ["scripts/pretrain.py"]
     ),
+    # the random-init baseline: the model's construction, not the training loop
+    "init_model": source_hash(
+        REPO,
+        _package_without("evaluation", "plotting", "workflow", "train")
+        + [f"{_PKG}/train/checkpoint.py", "scripts/init_model.py"],
+    ),
     "evaluate": source_hash(
         REPO,
         _package_without("train", "plotting", "workflow")
-        + [f"scripts/{s}.py" for s in ("extract_features", "linear_probe", "depth_probe", "lidar")],
+        + [
+            f"scripts/{s}.py"
+            for s in ("extract_features", "linear_probe", "depth_probe", "lidar", "knn_probe")
+        ],
     ),
     "figures": source_hash(
         REPO,
@@ -276,6 +306,25 @@ def runs_args(runs):
     return f"--runs {dirs} --names {' '.join(runs)}"
 
 
+def experiment_args(runs):
+    """runs_args + --groups (each run's group: its seeds are aggregated), --baselines (the
+    random-init groups) and --reference GROUP=BASELINE (what each group's gain is measured against)."""
+    groups = [RUN_META[r]["group"] for r in runs]
+    args = f"{runs_args(runs)} --groups {' '.join(groups)}"
+    baselines = sorted({RUN_META[r]["group"] for r in runs if RUN_META[r]["baseline"]}, key=groups.index)
+    if baselines:
+        args += f" --baselines {' '.join(baselines)}"
+    reference = [f"{g}={b}" for g, b in REFERENCE.items() if g in groups and b in baselines]
+    if reference:
+        args += f" --reference {' '.join(reference)}"
+    return args
+
+
+def snapshot_knn(run, step):
+    """The k-NN result of a training snapshot of a run."""
+    return f"{RUNS_DIR}/{run}/eval/snapshots/knn_probe-step-{step}.json"
+
+
 FIGURE_NAMES = [
     "loss_maps",
     "pca_features",
@@ -284,12 +333,17 @@ FIGURE_NAMES = [
     "training_curves",
     "linear_probe_depth",
 ]
+# the learning curve of the gain over random init needs a baseline and a trained run
+if BASELINE_RUNS and TRAINED_RUNS:
+    FIGURE_NAMES.append("gain_vs_steps")
+if not TRAINED_RUNS:  # only baselines: no training log to plot
+    FIGURE_NAMES.remove("training_curves")
 TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
 FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
 EVAL_FILES = [
     f"{RUNS_DIR}/{run}/eval/{f}"
     for run in ENABLED_RUNS
-    for f in ("linear_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
+    for f in ("linear_probe.json", "knn_probe.json", "depth_probe.json", "depth_strips.png", "lidar.json")
 ]
 ALL_TARGETS = FIGURE_FILES + TABLE_FILES + EVAL_FILES
 

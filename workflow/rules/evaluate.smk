@@ -1,9 +1,26 @@
 # Evaluation of every enabled run (SPEC section 4): features of every depth, the linear
-# probe, the NYU depth probe, LiDAR / RankMe.
+# probe, the k-NN probe, the NYU depth probe, LiDAR / RankMe; the k-NN probe of training
+# snapshots (train.snapshot_steps).
 #
 # Feature caches (features/<run>/<split>/) resume after an interruption. Their
 # provenance.json, written when extraction finishes, is the declared output; a cache that
 # is complete, or older than the model, is stale when the job runs again and is removed first.
+
+
+# Shared by extract_features and extract_snapshot_features. A stale cache (complete: the job
+# reruns because something changed; or older than the model, also the per-rank parts of an
+# interrupted multi-GPU extraction) is removed before extracting.
+EXTRACT_SHELL = (
+    "if [ -f {params.out}/manifest.json ] && {{ grep -q '\"complete\": true' {params.out}/manifest.json "
+    "|| [ {params.model} -nt {params.out}/manifest.json ]; }}; then rm -rf {params.out}; fi; "
+    "if [ -d {params.out}/.parts ] && [ -n \"$(find {params.out}/.parts -name manifest.json ! -newer {params.model})\" ]; "
+    "then rm -rf {params.out}/.parts; fi; "
+    "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
+    "--provenance {output} -- "
+    "{params.launch} scripts/extract_features.py --model {params.model} --shards {params.shards} "
+    "--out {params.out} --image-size {params.image_size} --threads {threads} --no-progress "
+    ">> {log} 2>&1"
+)
 
 
 rule extract_features:
@@ -14,6 +31,7 @@ rule extract_features:
     output:
         f"{FEATURES}/{{run}}/{{split}}/provenance.json",
     params:
+        model=lambda wc, input: input.model,
         image_size=IMAGE_SIZE,
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
@@ -29,17 +47,7 @@ rule extract_features:
     conda:
         ENV
     shell:
-        # stale cache: complete (the job reruns because something changed) or older than the model
-        # (also the per-rank parts of an interrupted multi-GPU extraction)
-        "if [ -f {params.out}/manifest.json ] && {{ grep -q '\"complete\": true' {params.out}/manifest.json "
-        "|| [ {input.model} -nt {params.out}/manifest.json ]; }}; then rm -rf {params.out}; fi; "
-        "if [ -d {params.out}/.parts ] && [ -n \"$(find {params.out}/.parts -name manifest.json ! -newer {input.model})\" ]; "
-        "then rm -rf {params.out}/.parts; fi; "
-        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
-        "--provenance {output} -- "
-        "{params.launch} scripts/extract_features.py --model {input.model} --shards {params.shards} "
-        "--out {params.out} --image-size {params.image_size} --threads {threads} --no-progress "
-        ">> {log} 2>&1"
+        EXTRACT_SHELL
 
 
 rule linear_probe:
@@ -72,6 +80,107 @@ rule linear_probe:
         "python scripts/linear_probe.py --train-features {params.train} --val-features {params.val} "
         "--out {output} --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} "
         "--threads {threads} --no-progress > {log} 2>&1"
+
+
+KNN = EVAL.get("knn", {})
+# --k/--temperature/--depths of knn_probe.py
+KNN_OPTIONS = " ".join(
+    [f"--k {KNN.get('k', 20)}", f"--temperature {KNN.get('temperature', 0.07)}"]
+    + ([f"--depths {' '.join(str(d) for d in KNN['depths'])}"] if KNN.get("depths") else [])
+)
+KNN_SHELL = (
+    "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step knn_probe "
+    "--provenance {params.provenance} -- "
+    "python scripts/knn_probe.py --train-features {params.train} --val-features {params.val} "
+    "--out {output} {params.options} --threads {threads} --no-progress > {log} 2>&1"
+)
+
+
+rule knn_probe:
+    """Weighted k-NN (cosine, k = 20, votes exp(sim / 0.07), as DINO) per depth on the cached features."""
+    input:
+        train=f"{FEATURES}/{{run}}/train/provenance.json",
+        val=f"{FEATURES}/{{run}}/val/provenance.json",
+    output:
+        f"{RUNS_DIR}/{{run}}/eval/knn_probe.json",
+    params:
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/knn_probe.json",
+        train=lambda wc, input: os.path.dirname(input.train),
+        val=lambda wc, input: os.path.dirname(input.val),
+        options=KNN_OPTIONS,
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("knn_probe", "run"),
+    benchmark:
+        bench_of("knn_probe", "run")
+    conda:
+        ENV
+    shell:
+        KNN_SHELL
+
+
+# Learning curve (train.snapshot_steps): every model snapshot gets features and the k-NN probe,
+# nothing else. Snapshots are written by the pretrain job, so its model.pt stands for them.
+
+
+rule extract_snapshot_features:
+    """Features of every depth of a training snapshot (runs/<run>/snapshots/step-<N>.pt)."""
+    input:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+        shards=lambda wc: manifest("imagenet", wc.split),
+    output:
+        f"{FEATURES}/{{run}}/snapshots/step-{{step}}/{{split}}/provenance.json",
+    wildcard_constraints:
+        run=_one_of(TRAINED_RUNS),
+    params:
+        model=lambda wc: f"{RUNS_DIR}/{wc.run}/snapshots/step-{wc.step}.pt",
+        image_size=IMAGE_SIZE,
+        shards=lambda wc: shard_dir("imagenet", wc.split),
+        out=lambda wc: f"{FEATURES}/{wc.run}/snapshots/step-{wc.step}/{wc.split}",
+        code=CODE["evaluate"],
+        launch=lambda wc, resources: python_launcher(int(resources.gpu)),
+    threads: 4
+    resources:
+        gpu=EVAL.get("gpus", 1),
+    log:
+        log_of("extract_snapshot_features", "run", "step", "split"),
+    benchmark:
+        bench_of("extract_snapshot_features", "run", "step", "split")
+    conda:
+        ENV
+    shell:
+        EXTRACT_SHELL
+
+
+rule knn_snapshot:
+    """The k-NN probe of a training snapshot: one point of the gain-vs-steps curve."""
+    input:
+        train=f"{FEATURES}/{{run}}/snapshots/step-{{step}}/train/provenance.json",
+        val=f"{FEATURES}/{{run}}/snapshots/step-{{step}}/val/provenance.json",
+    output:
+        f"{RUNS_DIR}/{{run}}/eval/snapshots/knn_probe-step-{{step}}.json",
+    wildcard_constraints:
+        run=_one_of(TRAINED_RUNS),
+    params:
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/knn_probe-step-{wc.step}.json",
+        train=lambda wc, input: os.path.dirname(input.train),
+        val=lambda wc, input: os.path.dirname(input.val),
+        options=KNN_OPTIONS,
+        code=CODE["evaluate"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        log_of("knn_snapshot", "run", "step"),
+    benchmark:
+        bench_of("knn_snapshot", "run", "step")
+    conda:
+        ENV
+    shell:
+        KNN_SHELL
 
 
 rule depth_probe:

@@ -132,14 +132,14 @@ rule fig_token_energy:
 
 
 rule fig_training_curves:
-    """Loss, LiDAR and RankMe against images seen, one line per run."""
+    """Loss, LiDAR and RankMe against images seen, one line per trained run (seeds share a colour)."""
     input:
-        models=[model(r) for r in ENABLED_RUNS],
+        models=[model(r) for r in TRAINED_RUNS],
     output:
         **figure("training_curves"),
     params:
         provenance=f"{PAPER}/provenance/training_curves.json",
-        runs=runs_args(ENABLED_RUNS),
+        runs=experiment_args(TRAINED_RUNS),
         code=CODE["figures"],
     log:
         log_of("fig_training_curves"),
@@ -154,14 +154,14 @@ rule fig_training_curves:
 
 
 rule fig_linear_probe_depth:
-    """Linear-probe top-1 against encoder depth, one line per run."""
+    """Linear-probe top-1 against encoder depth, one line per run (seeds: mean and ± std band)."""
     input:
         probes=[f"{RUNS_DIR}/{r}/eval/linear_probe.json" for r in ENABLED_RUNS],
     output:
         **figure("linear_probe_depth"),
     params:
         provenance=f"{PAPER}/provenance/linear_probe_depth.json",
-        runs=runs_args(ENABLED_RUNS),
+        runs=experiment_args(ENABLED_RUNS),
         code=CODE["figures"],
     log:
         log_of("fig_linear_probe_depth"),
@@ -176,13 +176,14 @@ rule fig_linear_probe_depth:
 
 
 rule table_summary:
-    """One row per run: differing settings, linear top-1, depth RMSE, LiDAR, RankMe, cost."""
+    """One row per run (seeds: mean ± std, n): differing settings, linear and k-NN top-1, depth
+    RMSE, gain over random init, LiDAR, RankMe, cost."""
     input:
         models=[model(r) for r in ENABLED_RUNS],
         evals=[
             f"{RUNS_DIR}/{r}/eval/{f}"
             for r in ENABLED_RUNS
-            for f in ("linear_probe.json", "depth_probe.json", "lidar.json")
+            for f in ("linear_probe.json", "knn_probe.json", "depth_probe.json", "lidar.json")
         ],
     output:
         csv=report(f"{TABLES_DIR}/summary.csv", category="Tables", caption="../report/summary.rst"),
@@ -190,7 +191,7 @@ rule table_summary:
         tex=f"{TABLES_DIR}/summary.tex",
     params:
         provenance=f"{PAPER}/provenance/summary.json",
-        runs=runs_args(ENABLED_RUNS),
+        runs=experiment_args(ENABLED_RUNS),
         code=CODE["figures"],
     log:
         log_of("table_summary"),
@@ -202,3 +203,28 @@ rule table_summary:
         "python scripts/run_step.py --step table_summary --provenance {params.provenance} -- "
         "python scripts/table_summary.py {params.runs} "
         "--csv {output.csv} --md {output.md} --tex {output.tex} > {log} 2>&1"
+
+
+rule fig_gain_vs_steps:
+    """k-NN top-1 and its gain over random init against training steps (snapshots of
+    train.snapshot_steps and the final model), seeds as mean and ± std band."""
+    input:
+        knn=[f"{RUNS_DIR}/{r}/eval/knn_probe.json" for r in ENABLED_RUNS],
+        snapshots=[snapshot_knn(r, s) for r in TRAINED_RUNS for s in SNAPSHOTS[r]],
+    output:
+        **figure("gain_vs_steps"),
+        csv=f"{FIGURES_DIR}/gain_vs_steps.csv",
+    params:
+        provenance=f"{PAPER}/provenance/gain_vs_steps.json",
+        runs=experiment_args(ENABLED_RUNS),
+        code=CODE["figures"],
+    log:
+        log_of("fig_gain_vs_steps"),
+    benchmark:
+        bench_of("fig_gain_vs_steps")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --step fig_gain_vs_steps --provenance {params.provenance} -- "
+        "python scripts/fig_gain_vs_steps.py {params.runs} "
+        "--png {output.png} --pdf {output.pdf} --csv {output.csv} > {log} 2>&1"

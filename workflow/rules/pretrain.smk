@@ -32,6 +32,8 @@ rule pretrain:
         shards=manifest("imagenet", "train"),
     output:
         model=f"{RUNS_DIR}/{{run}}/model.pt",
+    wildcard_constraints:
+        run=_one_of(TRAINED_RUNS),
     params:
         out=lambda wc: run_dir(wc.run),
         # keyed by the config hash and the training code's hash: a changed config or changed
@@ -55,3 +57,26 @@ rule pretrain:
         "--provenance {params.out}/provenance/pretrain.json --require {output.model} -- "
         "{params.launch} scripts/pretrain.py --config {input.config} --out {params.out} "
         "--checkpoint-dir {params.checkpoints} --threads {params.threads} --no-progress >> {log} 2>&1"
+
+
+rule init_model:
+    """A random-init baseline (`baseline: random-init`): the untrained model of its `like` run's
+    config, built as the trainer builds step 0 (same seed); no data, no training."""
+    input:
+        config=f"{RUNS_DIR}/{{run}}/config.yaml",
+    output:
+        model=f"{RUNS_DIR}/{{run}}/model.pt",
+    wildcard_constraints:
+        run=_one_of(BASELINE_RUNS),
+    params:
+        provenance=lambda wc: f"{RUNS_DIR}/{wc.run}/provenance/init_model.json",
+        code=CODE["init_model"],
+    log:
+        log_of("init_model", "run"),
+    benchmark:
+        bench_of("init_model", "run")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --step init_model --provenance {params.provenance} -- "
+        "python scripts/init_model.py --config {input.config} --out {output.model} > {log} 2>&1"

@@ -207,6 +207,9 @@ class TrainConfig:
     lidar_augmentations: int = 50
     tensorboard: bool = False
     wandb: bool = False
+    # Steps after which the trainer also writes runs/<run>/snapshots/step-<N>.pt (model.pt's
+    # format; not resume checkpoints): the learning curve of the k-NN gain over random init
+    snapshot_steps: tuple[int, ...] = ()
     # GPUs (torchrun processes) the workflow gives this run; batch_size stays the global
     # batch (batch_size / gpus rows per process). Not part of config_hash: a run may
     # resume on another number of GPUs (see featnorm.train.trainer).
@@ -244,6 +247,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: a list of any length
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
@@ -445,3 +452,8 @@ def validate(cfg: RunConfig) -> None:
         _check(0 <= v < 1, f"train.{name} = {v} must be in [0, 1)")
     _check(all(0 <= b < 1 for b in t.betas), f"train.betas = {t.betas} must be in [0, 1)")
     _check(t.checkpoint_every > 0 and t.keep_checkpoints > 0, "train.checkpoint_every and keep_checkpoints must be positive")
+    snaps = list(t.snapshot_steps)
+    _check(all(s > 0 for s in snaps) and snaps == sorted(set(snaps)),
+           f"train.snapshot_steps = {snaps} must be increasing positive steps")
+    _check(t.steps <= 0 or not snaps or snaps[-1] <= t.steps,
+           f"train.snapshot_steps = {snaps} go beyond train.steps = {t.steps}; training never reaches step {snaps[-1] if snaps else 0}")

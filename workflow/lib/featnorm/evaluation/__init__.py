@@ -6,6 +6,7 @@
 | `eval_data.py` | adapters over `featnorm.data.eval_pipeline`: batches tagged by image shard, depth batches |
 | `features.py` | mean-pooled features of every depth, float16 shards per image shard, resumable; `load_features` |
 | `linear_probe.py` | `MultiDepthLinear` + `train_linear_probes`: one classifier per depth, trained together |
+| `knn_probe.py` | `knn_probe`: weighted k-NN (cosine, k = 20, exp(sim / 0.07) votes, as DINO) per depth, chunked |
 | `depth_losses.py` | per-image median/MAD normalisation, SSI smooth-L1 + gradient matching, aligned RMSE/AbsRel/delta |
 | `depth_probe.py` | `DepthHead` on the 4th-from-last block, `train_depth_probe`, `save_depth_strips` |
 | `lidar.py` | the fixed seeded LiDAR view set, view embeddings, `lidar_and_rankme` |
@@ -16,6 +17,11 @@ JSON written by the scripts (`runs/<run>/eval/`):
   `last_top5`, `loss_curve` {`epoch`, `train_loss_mean`, `train_loss_per_depth`}, `num_train`,
   `num_val`, `num_classes`, `feature_dim`, `epochs`, `batch_size`, `lr`, `weight_decay`,
   `standardize`, `seed`, `metric_units`, `train_features`, `val_features`.
+- `knn_probe.json`: `top1`, `top5` (lists over the evaluated `depths`, percent), `best_depth`,
+  `best_top1`, `best_top5`, `last_depth` (the deepest evaluated), `last_top1`, `last_top5`, `k`,
+  `temperature`, `num_train`, `num_val`, `num_classes`, `num_depths`, `feature_dim`, `method`,
+  `metric_units`, `model_step` and `images_seen` (of the model the features came from),
+  `train_features`, `val_features`.
 - `depth_probe.json`: `rmse` (metres), `absrel`, `delta1` (means over validation images),
   `feature_depth`, `encoder_depth`, `loss_curve` {`epoch`, `train_loss`, `train_ssi`,
   `train_grad`}, `num_train`, `num_val`, `epochs`, `lr`, `weight_decay`, `grad_weight`, `seed`,

@@ -10,10 +10,12 @@ wraps (`scripts/fig_*.py`, `scripts/table_summary.py`):
 | `token_loss_distribution.py` | ECDF of per-token losses (log axis) + tail statistics |
 | `token_energy.py` | L2 norm of each patch's teacher output feature |
 | `training_curves.py` | loss, LiDAR and RankMe against images seen |
-| `linear_probe_depth.py` | linear-probe top-1 against encoder depth |
-| `summary_table.py` | one row per run: differing settings and every metric (CSV, Markdown, LaTeX) |
+| `linear_probe_depth.py` | linear-probe top-1 against encoder depth (seeds: mean and band) |
+| `gain_vs_steps.py` | k-NN top-1 and its gain over random init against training steps |
+| `summary_table.py` | one row per run (seeds: mean ± std, n): differing settings, every metric, gain over random init (CSV, Markdown, LaTeX) |
 
-Shared helpers: `run_results.py` (reading a run directory), `image_sources.py` (images from
+Shared helpers: `run_results.py` (reading a run directory), `run_groups.py` (a run's seed
+copies as one group, the random-init baselines and which one each group is compared with), `image_sources.py` (images from
 validation shards or a folder), `model_io.py` (the model of a run and its per-image forward
 passes), `style.py` (matplotlib/seaborn setup and saving), `image_grid.py` (the one-row-per-
 image layout of the per-image figures), `script_options.py` (the options every script spells

@@ -5,7 +5,8 @@
                                   "step", "images_seen")
     runs/<run>/train_log.jsonl    one JSON row per step (step, images_seen, loss, lr, ...; some rows
                                   carry "rankme" and/or "lidar")
-    runs/<run>/eval/linear_probe.json, depth_probe.json, lidar.json
+    runs/<run>/eval/linear_probe.json, knn_probe.json, depth_probe.json, lidar.json
+    runs/<run>/eval/snapshots/knn_probe-step-<N>.json   k-NN of the snapshots of train.snapshot_steps
 
 Every piece is optional here: a figure or table uses what exists and leaves the rest blank.
 A file that exists but cannot be parsed is an error naming the file.
@@ -42,6 +43,8 @@ class RunResults:
     linear_probe: dict | None = None
     depth_probe: dict | None = None
     lidar: dict | None = None
+    knn_probe: dict | None = None
+    knn_snapshots: dict[int, dict] = field(default_factory=dict)  # step -> k-NN result of that snapshot
 
     @property
     def model_path(self) -> Path:
@@ -105,7 +108,25 @@ def load_run(path: str | Path, name: str | None = None) -> RunResults:
         linear_probe=_read_json(path / "eval" / "linear_probe.json"),
         depth_probe=_read_json(path / "eval" / "depth_probe.json"),
         lidar=_read_json(path / "eval" / "lidar.json"),
+        knn_probe=_read_json(path / "eval" / "knn_probe.json"),
+        knn_snapshots=_snapshot_knn(path, config),
     )
+
+
+def snapshot_knn_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "eval" / "snapshots" / f"knn_probe-step-{step}.json"
+
+
+def _snapshot_knn(path: Path, config: dict) -> dict[int, dict]:
+    """The k-NN results of the snapshots the run's config asks for (train.snapshot_steps) that
+    exist; files of other steps (an earlier config's) are not read."""
+    steps = ((config.get("train") or {}).get("snapshot_steps") or []) if isinstance(config, dict) else []
+    found = {}
+    for step in steps:
+        data = _read_json(snapshot_knn_path(path, int(step)))
+        if data is not None:
+            found[int(step)] = data
+    return found
 
 
 def load_runs(paths: list[str | Path], names: list[str] | None = None) -> list[RunResults]:

@@ -16,6 +16,7 @@ import torch
 from featnorm.evaluation.checkpoint_loading import CheckpointError
 from featnorm.plotting.image_sources import SourceImage, load_images
 from featnorm.plotting.model_io import resolve_device
+from featnorm.plotting.run_groups import RunGroup, group_runs, parse_reference
 from featnorm.plotting.run_results import FigureInputError, RunResults, load_runs
 
 # errors that are the user's input, not bugs: scripts report them in one line
@@ -27,6 +28,21 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run directories (results/runs/<run>), in the order to show them")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="display names of the runs (default: the directory names)")
+
+
+def add_group_options(p: argparse.ArgumentParser) -> None:
+    """`--groups`, `--baselines`, `--reference` (see featnorm.plotting.run_groups)."""
+    p.add_argument("--groups", nargs="+", metavar="GROUP",
+                   help="the group of each run, in --runs order: the runs of a group are seeds of one experiment "
+                        "and are shown as mean and spread (default: every run alone)")
+    p.add_argument("--baselines", nargs="+", default=[], metavar="GROUP",
+                   help="groups that are random-init baselines")
+    p.add_argument("--reference", nargs="+", default=[], metavar="GROUP=BASELINE",
+                   help="the baseline a group's gain over random init is measured against (default: the first of --baselines)")
+
+
+def groups_from_args(runs: list[RunResults], args: argparse.Namespace) -> list[RunGroup]:
+    return group_runs(runs, args.groups, args.baselines, parse_reference(args.reference))
 
 
 def add_figure_outputs(p: argparse.ArgumentParser, extra: str | None = None) -> None:

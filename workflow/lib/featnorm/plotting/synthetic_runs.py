@@ -18,7 +18,7 @@ from PIL import Image
 
 from featnorm.config import RunConfig, run_config_from_dict, save_run_config, to_dict
 
-EVAL_FILES = ("linear_probe", "depth_probe", "lidar")
+EVAL_FILES = ("linear_probe", "knn_probe", "depth_probe", "lidar")
 
 
 def tiny_config(name: str, out_norm: str = "dyntanh", target_norm: str = "disabled", **encoder: object) -> RunConfig:
@@ -87,6 +87,13 @@ def write_run(
             "top1": top1, "top5": [min(100.0, t + 30) for t in top1], "best_depth": best,
             "best_top1": top1[best], "last_depth": depths - 1, "last_top1": top1[-1],
         }))
+    if "knn_probe" in evals:
+        top1 = [float(15 + 4 * d + rng.random()) for d in range(depths)]
+        best = int(np.argmax(top1))
+        (run_dir / "eval" / "knn_probe.json").write_text(json.dumps({
+            "depths": list(range(depths)), "top1": top1, "top5": [min(100.0, t + 25) for t in top1],
+            "best_depth": best, "best_top1": top1[best], "last_depth": depths - 1, "last_top1": top1[-1],
+            "k": 20, "temperature": 0.07, "model_step": steps}))
     if "depth_probe" in evals:
         (run_dir / "eval" / "depth_probe.json").write_text(json.dumps(
             {"rmse": float(0.6 + 0.1 * rng.random()), "absrel": 0.2, "delta1": 0.7}))

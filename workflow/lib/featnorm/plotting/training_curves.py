@@ -1,4 +1,6 @@
-"""Training curves: loss, LiDAR and RankMe against images seen, one line per run.
+"""Training curves: loss, LiDAR and RankMe against images seen, one line per run; the seed
+copies of a group share its colour (one legend entry). Runs without a training log (random-init
+baselines, runs not trained yet) are left out.
 
 The loss is logged every step (hundreds of thousands of rows for a paper run), so it is
 averaged into at most `points` bins of images seen before plotting; LiDAR and RankMe are
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from featnorm.plotting.run_groups import RunGroup, group_runs
 from featnorm.plotting.run_results import RunResults, with_images_seen
 from featnorm.plotting.style import plt, run_colors, save_figure, setup_style
 
@@ -37,11 +40,15 @@ def binned_curve(log: pd.DataFrame, column: str, points: int = 1000) -> tuple[np
 
 
 def make_training_curves(runs: list[RunResults], paths: list[str | Path], points: int = 1000,
-                         log_loss: bool = True) -> plt.Figure:
+                         log_loss: bool = True, groups: list[RunGroup] | None = None) -> plt.Figure:
     """Three panels (loss, LiDAR, RankMe) against images seen; runs without a column are left
-    out of that panel, and a panel with no data says so."""
+    out of that panel, and a panel with no data says so. With `groups`, a group's seeds share
+    its colour and legend entry."""
     setup_style()
-    colors = run_colors([r.name for r in runs])
+    groups = groups or group_runs(runs)
+    group_of = {r.name: g for g in groups for r in g.runs}
+    colors = run_colors([g.name for g in groups])
+    seeded = any(len(g.runs) > 1 for g in groups)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5.0 * len(PANELS), 3.8), squeeze=False)
     for ax, (column, label) in zip(axes[0], PANELS):
         drawn = 0
@@ -51,8 +58,10 @@ def make_training_curves(runs: list[RunResults], paths: list[str | Path], points
             x, y = binned_curve(r.train_log, column, points)
             if len(x) == 0:
                 continue
-            ax.plot(x, y, label=r.name, color=colors[r.name], lw=1.4,
-                    marker="o" if len(x) < 30 else None, ms=3)
+            g = group_of[r.name]
+            name = g.name + (f" ({len(g.runs)} seeds)" if seeded and len(g.runs) > 1 else "")
+            ax.plot(x, y, label=name, color=colors[g.name], lw=1.0 if len(g.runs) > 1 else 1.4,
+                    alpha=0.8 if len(g.runs) > 1 else 1.0, marker="o" if len(x) < 30 else None, ms=3)
             drawn += 1
         ax.set_title(label)
         ax.set_xlabel("images seen")

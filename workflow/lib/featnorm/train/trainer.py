@@ -10,7 +10,9 @@ teacher, predictor, target-norm running statistics), optimizer, step and images 
 data position (epoch, batches taken in it), and the torch / CUDA / Python / NumPy RNG
 states plus the window-sampling generator. A restarted run continues bit for bit on the
 CPU. Checkpoints are written every `train.checkpoint_every` steps, at every end of a pass
-over the data, on SIGTERM / SIGINT, and at the end of the run.
+over the data, on SIGTERM / SIGINT, and at the end of the run. At `train.snapshot_steps`
+the model is also written (atomically) as OUT/snapshots/step-<N>.pt in model.pt's format, for
+the learning curve; writing one reads only state, so it changes neither training nor resume.
 
 Several processes (`torchrun --nproc-per-node N`, `dist=DistInfo(rank, N)`; see
 featnorm.train.distributed): the model is wrapped in DistributedDataParallel; each rank
@@ -41,6 +43,7 @@ import torch
 from featnorm.batch import PackedBatch
 from featnorm.config import ConfigError, RunConfig, config_hash, load_run_config, save_run_config, to_dict
 from featnorm.data.packing import to_unit_pixels
+from featnorm.ijepa.run_model import initial_model, model_file
 from featnorm.train.checkpoint import (
     check_config_hash,
     load_latest_checkpoint,
@@ -152,8 +155,6 @@ class Trainer:
         progress: bool | None = None,
         dist: DistInfo = SINGLE,
     ) -> None:
-        from featnorm.ijepa import IJEPA
-
         self.cfg = cfg
         self.data = data
         self.out_dir = Path(out_dir)
@@ -169,8 +170,7 @@ class Trainer:
             raise ConfigError(f"model.attention_backend = flex trains only on CUDA (torch has no FlexAttention "
                               f"backward on {self.device.type}); set model.attention_backend: sdpa for this device")
 
-        torch.manual_seed(cfg.seed)
-        self.model = IJEPA(cfg.model).to(self.device)
+        self.model = initial_model(cfg).to(self.device)  # seeds torch's global RNG with cfg.seed
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, t.weight_decay, t.weight_decay_params), lr=t.lr_start, betas=tuple(t.betas), weight_decay=t.weight_decay,
             fused=True,  # one kernel for all parameters, on the CPU as on CUDA
@@ -272,15 +272,7 @@ class Trainer:
 
     def final_model(self) -> dict:
         """The `model.pt` dict evaluation loads (see featnorm.evaluation.checkpoint_loading)."""
-        return {
-            "config": to_dict(self.cfg),
-            "teacher": self.model.teacher.state_dict(),
-            "student": self.model.student.state_dict(),
-            "predictor": self.model.predictor.state_dict(),
-            "target_norm": self.model.target_norm.state_dict(),  # running statistics (loss maps need them)
-            "step": self.step,
-            "images_seen": self.images_seen,
-        }
+        return model_file(self.model, self.cfg, self.step, self.images_seen)
 
     # ------------------------------------------------------------------ loop
 
@@ -422,6 +414,7 @@ class Trainer:
         lidar_views = None
         # images/s, tokens/s, TFLOP/s, MFU and the projected run time (featnorm.train.throughput)
         meter = ThroughputMeter(peak_tflops(self.device)[0], self.dist.world_size)
+        snapshot_steps = set(t.snapshot_steps)
         bar = _progress_bar(self.total_steps, self.step, self.progress) if main else None
         self.model.train()
         stopped_by = "done"
@@ -485,6 +478,8 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{full['images_per_s']:.0f}", refresh=False)
+                    if self.step in snapshot_steps and main:  # learning-curve snapshots: no state, no RNG touched
+                        save_atomic(self.final_model(), snapshot_path(self.out_dir, self.step))
                     if self.step % t.checkpoint_every == 0 or last_of_epoch:
                         self.save_checkpoint()
                         tick = time.perf_counter()  # checkpoint time is not training throughput
@@ -496,8 +491,17 @@ class Trainer:
             sinks.close()
         if stopped_by == "done" and self.dist.is_main:
             save_atomic(self.final_model(), self.out_dir / "model.pt")
+            missed = [s for s in t.snapshot_steps if s > self.step]
+            if missed:  # only possible when the length is given in epochs
+                print(f"warning: train.snapshot_steps {missed} were never reached (training ended at step {self.step})",
+                      file=sys.stderr)
         ddp.barrier()  # model.pt is complete when any rank returns
         return TrainResult(self.step, self.images_seen, stopped_by)
+
+
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where the snapshot of `train.snapshot_steps` step `step` goes: OUT/snapshots/step-<step>.pt."""
+    return Path(out_dir) / "snapshots" / f"step-{step}.pt"
 
 
 class _NoSink:
