@@ -1,7 +1,8 @@
 """Linear-probe top-1 accuracy against encoder depth, one line per run.
 
 Depth 0 is the patch-embedding output, depth d the output of block d (SPEC 4: 13 depths for 12
-blocks). Each run's best depth is marked.
+blocks; the probe JSON's `depths` says which, e.g. only the last with the "last-layer"
+extraction mode). Each run's best depth is marked.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def make_linear_probe_depth(runs: list[RunResults], paths: list[str | Path], key
         acc = per_depth_top1(r.linear_probe, key)
         if acc.size == 0 or np.all(np.isnan(acc)):
             continue
-        depth = np.arange(acc.size)
+        depth = np.asarray(r.linear_probe.get("depths") or range(acc.size), dtype=float)
+        if depth.size != acc.size:
+            depth = np.arange(acc.size, dtype=float)
         ax.plot(depth, acc, marker="o", ms=4, lw=1.5, color=colors[r.name], label=r.name)
         best = int(np.nanargmax(acc))
-        ax.plot([best], [acc[best]], marker="*", ms=13, color=colors[r.name], mec="black", mew=0.6, zorder=5)
+        ax.plot([depth[best]], [acc[best]], marker="*", ms=13, color=colors[r.name], mec="black", mew=0.6, zorder=5)
         drawn += 1
     ax.set_xlabel("depth (0 = patch embedding, d = output of block d)")
     ax.set_ylabel(f"linear probe {key.replace('top', 'top-')} (%)")
