@@ -5,7 +5,7 @@ over --num-images images (centre-cropped to --image-size, so all share one patch
 (batch repeat 4, 25 % capacities), as the reference. One row per run: the mean-loss heatmap
 and the per-channel loss image (each position's per-channel losses laid out as a small RGB
 patch). Writes PREFIX.png, PREFIX.pdf and PREFIX.npz (`<run>/mean`, `<run>/count`,
-`<run>/channel_image`). Images are read as a stream (thousands are fine).
+`<run>/channel_mean`, `<run>/channel_image`). Images are read as a stream (thousands are fine).
 
   python scripts/fig_mean_loss.py --runs results/runs/tanh results/runs/ln \\
       --shards results/data/imagenet/train --num-images 16000 --out results/paper/figures/mean_loss

@@ -15,9 +15,9 @@ from featnorm.plotting.mean_loss import (
     dataset_mean_loss,
     make_mean_loss_figure,
     save_mean_loss,
-    scale_to_unit,
 )
 from featnorm.plotting.run_results import FigureInputError
+from featnorm.plotting.style import quantile_scale
 from featnorm.plotting.synthetic_runs import synthetic_image, tiny_config
 from predictor_reference import one_row_at_a_time, record_predictor_calls
 
@@ -77,12 +77,12 @@ def test_channel_image_lays_each_tokens_channels_out_as_an_rgb_patch():
             assert patch.mean() == pytest.approx(values[r, c].mean())
 
 
-def test_scale_to_unit_maps_the_1st_and_99th_percentiles_to_0_and_1():
+def test_quantile_scale_maps_the_1st_and_99th_percentiles_to_0_and_1():
     x = np.linspace(0, 100, 10001)
-    y = scale_to_unit(x)
+    y = quantile_scale(x)
     assert y.min() == 0 and y.max() == 1
-    assert y[5000] == pytest.approx(0.5)
-    assert np.isnan(scale_to_unit(np.array([1.0, np.nan]))[1])
+    assert y[5000] == pytest.approx(0.5) and y[100] == pytest.approx(0.0) and y[9900] == pytest.approx(1.0)
+    assert np.isnan(quantile_scale(np.array([1.0, 2.0, np.nan]))[2])
 
 
 def test_images_of_another_size_are_refused(tmp_path):

@@ -283,6 +283,11 @@ FIGURE_NAMES = [
     "token_energy",
     "training_curves",
     "linear_probe_depth",
+    # the reference's other pictures (make-viz, plot-mean-loss, plot-sample-losses, visualize-embeddings)
+    "mask_picture",
+    "mean_loss",
+    "sample_losses",
+    "pca_features_hsv",
 ]
 TABLE_FILES = [f"{TABLES_DIR}/summary.{ext}" for ext in ("csv", "md", "tex")]
 FIGURE_FILES = [f"{FIGURES_DIR}/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]

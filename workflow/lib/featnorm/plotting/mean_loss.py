@@ -37,7 +37,7 @@ from featnorm.plotting.loss_maps import draw_mask_rows, mask_layout
 from featnorm.plotting.model_io import autocast_for, load_ijepa
 from featnorm.plotting.predicted_tokens import predicted_tokens
 from featnorm.plotting.run_results import FigureInputError, RunResults
-from featnorm.plotting.style import plt, save_figure, setup_style
+from featnorm.plotting.style import plt, quantile_scale, save_figure, setup_style
 from featnorm.tokens import COL, ROW
 
 
@@ -83,16 +83,6 @@ def channel_loss_image(channel_mean: np.ndarray, patch_size: int) -> np.ndarray:
     x = F.interpolate(x.permute(0, 3, 1, 2), size=(patch_size, patch_size), mode="nearest-exact")
     x = x.permute(0, 2, 3, 1).reshape(gh, gw, patch_size, patch_size, 3)
     return x.permute(0, 2, 1, 3, 4).reshape(gh * patch_size, gw * patch_size, 3).numpy()
-
-
-def scale_to_unit(x: np.ndarray, q: float = 0.99) -> np.ndarray:
-    """Map the `1 - q` and `q` quantiles (over all finite values) to 0 and 1, clip (the
-    reference's scale_to_zero_one); NaN stays NaN."""
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return np.zeros_like(x, dtype=np.float64)
-    lo, hi = np.quantile(finite, [1 - q, q])
-    return np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.where(np.isfinite(x), 0.5, np.nan)
 
 
 @torch.no_grad()
@@ -182,8 +172,12 @@ def make_mean_loss_figure(results: dict[str, MeanLoss], paths: list[str | Path],
         cb = fig.colorbar(im, ax=axes[i, 0], shrink=0.8)
         cb.set_label("mean token loss", fontsize=7)
         cb.ax.tick_params(labelsize=6)
-        axes[i, 1].imshow(scale_to_unit(channel_loss_image(res.channel_mean(), res.patch_size)),
-                          interpolation="nearest")
+        try:
+            axes[i, 1].imshow(quantile_scale(channel_loss_image(res.channel_mean(), res.patch_size)),
+                              interpolation="nearest")
+        except FigureInputError as e:  # a width that has no RGB patch layout: say so in the panel
+            axes[i, 1].text(0.5, 0.5, str(e), ha="center", va="center", wrap=True, fontsize=7,
+                            transform=axes[i, 1].transAxes)
         axes[i, 0].set_ylabel(run, fontsize=9)
         axes[i, 0].set_title("mean loss per position" if i == 0 else "", fontsize=9)
         axes[i, 1].set_title("per-channel loss image" if i == 0 else "", fontsize=9)
@@ -199,14 +193,19 @@ def make_mean_loss_figure(results: dict[str, MeanLoss], paths: list[str | Path],
 
 
 def save_mean_loss(path: str | Path, results: dict[str, MeanLoss]) -> Path:
-    """`<run>/mean` `(gh, gw)`, `<run>/count` `(gh, gw)`, `<run>/channel_image` `(H, W, 3)` (unscaled)."""
+    """`<run>/mean` `(gh, gw)`, `<run>/count` `(gh, gw)`, `<run>/channel_mean` `(gh, gw, D)` and,
+    when the width has an RGB patch layout, `<run>/channel_image` `(H, W, 3)` (unscaled)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for run, res in results.items():
         arrays[f"{run}/mean"] = res.mean_map()
         arrays[f"{run}/count"] = res.count.reshape(res.gh, res.gw)
-        arrays[f"{run}/channel_image"] = channel_loss_image(res.channel_mean(), res.patch_size)
+        arrays[f"{run}/channel_mean"] = res.channel_mean()
+        try:
+            arrays[f"{run}/channel_image"] = channel_loss_image(res.channel_mean(), res.patch_size)
+        except FigureInputError:
+            pass  # the width has no RGB patch layout; channel_mean holds the numbers
     np.savez_compressed(path, **arrays)
     return path
 
