@@ -136,10 +136,11 @@ def make_pca_figure(images: list[SourceImage], rgb: dict[str, list[np.ndarray]],
         for i in range(len(images)):
             axes[i, 1 + k].imshow(rgb[run][i], interpolation="nearest")
         axes[0, 1 + k].set_title(run, fontsize=9)
-    what = ("as RGB" if style == "rgb"
-            else "whitened, blurred, as hue / saturation / value (visualize-embeddings)")
-    return save_image_grid(fig, axes, f"First three principal components of teacher features ({depth_label}) {what}",
-                           paths)
+    if style == "rgb":
+        title = f"First three principal components of teacher features ({depth_label}) as RGB"
+    else:
+        title = f"Teacher features ({depth_label}): blurred, whitened PCA as hue / saturation / value"
+    return save_image_grid(fig, axes, title, paths)
 
 
 def depth_label(depth: int, num_blocks: int) -> str:
