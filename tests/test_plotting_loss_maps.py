@@ -206,3 +206,27 @@ def test_per_channel_losses_average_to_the_token_losses_and_match_one_row_at_a_t
     means, variances = row_loss_stats(pred)
     ref = torch.stack([(pred.token_losses[q][pred.token_mask[q]]).double().var() for q in range(12)])
     torch.testing.assert_close(variances, ref)
+
+
+def test_predicted_tokens_find_their_targets_by_id_also_registers_and_whole_rows():
+    from featnorm.plotting.predicted_tokens import _targets_of_predicted
+
+    # two packed rows, each: sample s's 2 registers, then 2 x 3 patches of sample s and 1 patch of s + 1
+    rows = []
+    for b in range(2):
+        ids = [[2 * b, r, PAD_ID, PAD_ID] for r in range(2)]
+        ids += [[2 * b, PAD_ID, y, x] for y in range(2) for x in range(3)]
+        ids += [[2 * b + 1, PAD_ID, 0, 0], [PAD_ID] * 4]
+        rows.append(ids)
+    seg = torch.tensor(rows)  # (2, 10, 4): the whole row's slots
+    targets = torch.randn(2, 10, 5, generator=torch.Generator().manual_seed(0))
+    # 3 copies of each row (copy-major), each asking for a shuffled subset of its row's tokens
+    g = torch.Generator().manual_seed(1)
+    pred_rows, expected = [], []
+    for j in range(3):
+        for b in range(2):
+            pick = torch.randperm(10, generator=g)[:6]
+            pred_rows.append(seg[b, pick])
+            expected.append(targets[b, pick] * (seg[b, pick, SAMPLE] != PAD_ID)[:, None])
+    got = _targets_of_predicted(targets, seg, torch.stack(pred_rows), copies=3)
+    torch.testing.assert_close(got, torch.stack(expected))

@@ -38,7 +38,7 @@ from featnorm.plotting.model_io import autocast_for, load_ijepa
 from featnorm.plotting.predicted_tokens import predicted_tokens
 from featnorm.plotting.run_results import FigureInputError, RunResults
 from featnorm.plotting.style import plt, quantile_scale, save_figure, setup_style
-from featnorm.tokens import COL, ROW
+from featnorm.tokens import COL, ROW, is_patch
 
 
 @dataclass
@@ -112,7 +112,7 @@ def dataset_mean_loss(
                             group[0].context_length)
         with autocast_for(device):
             pred = predicted_tokens(model, batch, forward, gen, channel_losses=True)
-        keep = pred.token_mask
+        keep = pred.token_mask & is_patch(pred.target_ids)  # a position: patches only, never registers
         ids = pred.target_ids[keep].cpu()
         pos = (ids[:, ROW] * acc.gw + ids[:, COL]).numpy()
         np.add.at(acc.loss_sum, pos, pred.token_losses[keep].double().cpu().numpy())

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from featnorm.batch import PackedBatch
-from featnorm.tokens import COL, ROW, SAMPLE, is_patch
+from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_padding, is_register
 
 FORWARD_MODES = ("training", "predict-all")
 
@@ -38,7 +38,8 @@ class PredictedTokens:
 
     target_ids: torch.Tensor  # (R, Lp, 4) ids of the tokens the predictor was asked for
     token_losses: torch.Tensor  # (R, Lp) smooth-L1 averaged over channels, 0 where not counted
-    token_mask: torch.Tensor  # (R, Lp) bool: real, non-register target tokens (those in the loss)
+    token_mask: torch.Tensor  # (R, Lp) bool: the tokens the loss counts (real target patches; registers too
+    # when the objective predicts registers)
     copies: int  # predictor rows per batch row (objective.batch_repeat, or 1 for predict-all)
     channel_losses: torch.Tensor | None = None  # (R, Lp, D) smooth-L1 per channel, when asked for
 
@@ -49,32 +50,46 @@ class PredictedTokens:
         return torch.arange(self.target_ids.shape[0], device=self.target_ids.device) % b
 
 
+def _token_keys(ids: torch.Tensor, rows: torch.Tensor, sizes: tuple[int, int, int, int]) -> torch.Tensor:
+    """One integer per token from (batch row, sample, register, patch row, patch col); registers
+    (whose row/col are padding) and patches never collide."""
+    S, M, H, W = sizes
+    reg = is_register(ids)
+    r = torch.where(reg, ids[..., REGISTER] + 1, 0)
+    y = torch.where(reg, 0, ids[..., ROW])
+    x = torch.where(reg, 0, ids[..., COL])
+    return (((rows * S + ids[..., SAMPLE]) * (M + 1) + r) * H + y) * W + x
+
+
 def _targets_of_predicted(targets: torch.Tensor, segment_ids: torch.Tensor, pred_ids: torch.Tensor,
                           copies: int) -> torch.Tensor:
     """The normalised target `(R, Lp, D)` of every predicted token, looked up by (batch row,
-    sample, patch row, patch col) in the target segment; zeros where the slot is not a patch.
+    sample, register, patch row, patch col) among `segment_ids`; zeros where the slot is padding.
 
-    targets `(B, Lt, D)`, segment_ids `(B, Lt, 4)`, pred_ids `(R, Lp, 4)`."""
+    targets `(B, Lt, D)` with `segment_ids` `(B, Lt, 4)` the ids of those slots (the target
+    segment, or the whole row when the objective draws targets from every window),
+    pred_ids `(R, Lp, 4)`."""
     B, Lt, D = targets.shape
-    seg_real, pred_real = is_patch(segment_ids), is_patch(pred_ids)
+    seg_real, pred_real = ~is_padding(segment_ids), ~is_padding(pred_ids)
     ids_all = torch.cat([segment_ids[seg_real], pred_ids[pred_real]])
-    S = int(ids_all[:, SAMPLE].max()) + 1 if ids_all.numel() else 1
-    H = int(ids_all[:, ROW].max()) + 1 if ids_all.numel() else 1
-    W = int(ids_all[:, COL].max()) + 1 if ids_all.numel() else 1
 
-    def key(ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return ((rows * S + ids[..., SAMPLE]) * H + ids[..., ROW]) * W + ids[..., COL]
+    def extent(values: torch.Tensor) -> int:
+        return int(values.max()) + 1 if values.numel() else 1
 
+    reg = is_register(ids_all)
+    sizes = (extent(ids_all[:, SAMPLE]), extent(ids_all[reg, REGISTER]) if reg.any() else 0,
+             extent(ids_all[~reg, ROW]), extent(ids_all[~reg, COL]))
     seg_rows = torch.arange(B, device=targets.device)[:, None].expand(B, Lt)
-    lookup = torch.full((B * S * H * W,), -1, dtype=torch.long, device=targets.device)
+    lookup = torch.full((B * sizes[0] * (sizes[1] + 1) * sizes[2] * sizes[3],), -1, dtype=torch.long,
+                        device=targets.device)
     slots = torch.arange(B * Lt, device=targets.device).view(B, Lt)
-    lookup[key(segment_ids, seg_rows)[seg_real]] = slots[seg_real]
+    lookup[_token_keys(segment_ids, seg_rows, sizes)[seg_real]] = slots[seg_real]
     R, Lp, _ = pred_ids.shape
     pred_rows = (torch.arange(R, device=targets.device) % (R // copies))[:, None].expand(R, Lp)
     slot = torch.full((R, Lp), -1, dtype=torch.long, device=targets.device)
-    slot[pred_real] = lookup[key(pred_ids, pred_rows)[pred_real]]
+    slot[pred_real] = lookup[_token_keys(pred_ids, pred_rows, sizes)[pred_real]]
     if (slot[pred_real] < 0).any():
-        raise RuntimeError("a predicted token is not in its row's target segment")
+        raise RuntimeError("a predicted token is not among its row's target slots")
     out = targets.reshape(B * Lt, D)[slot.clamp_min(0)]
     return out * (slot >= 0)[..., None].to(out.dtype)
 
@@ -117,7 +132,10 @@ def predicted_tokens(
     per_channel = None
     if channel_losses:
         beta = model.cfg.objective.smooth_l1_beta
-        targets = _targets_of_predicted(seen["targets"].float(), batch.target_ids, pred_ids, copies)
+        targets = seen["targets"].float()
+        # the target norm saw the target segment, or the whole row (targets drawn from every window)
+        slots = batch.token_ids if targets.shape[1] == batch.token_ids.shape[1] else batch.target_ids
+        targets = _targets_of_predicted(targets, slots, pred_ids, copies)
         per_channel = F.smooth_l1_loss(seen["predictions"].float(), targets, reduction="none", beta=beta)
         per_channel = per_channel * out.token_mask[..., None]
     return PredictedTokens(pred_ids, out.token_losses.float(), out.token_mask, copies, per_channel)
