@@ -3,12 +3,15 @@
 
     depth_probe.py --model model.pt --train-shards DIR --val-shards DIR --out JSON --strips PNG
 
-SPEC section 4: features of the 4th block from the end on the 16 x 16 patch grid of
-256 x 256 centre crops; a conv head trained with the scale-and-shift-invariant smooth-L1
-loss + 0.2 x 4-scale gradient matching (AdamW lr 5e-4, 10 epochs). The JSON holds RMSE
-(metres, after mapping the prediction back with the ground truth's median and scale),
-AbsRel and delta < 1.25, averaged over validation images; the PNG shows
+As the reference's validate-monocular-depth: features of the 4th block from the end on the
+16 x 16 patch grid of 256 x 256 centre crops; a conv head trained with smooth-L1 between its
+raw output and the per-image normalised ground truth (median, mean absolute deviation)
++ 0.2 x 4-scale gradient matching (AdamW lr 5e-4, betas 0.9/0.95, batch 320, 10 epochs).
+The JSON holds RMSE (metres, after mapping the raw prediction back with the ground truth's
+median and scale), AbsRel and delta < 1.25, averaged over validation images; the PNG shows
 image | true depth | predicted depth for the first validation images.
+--normalize-prediction normalises the prediction too (MiDaS's invariant loss; forgives the
+head's scale and shift, so the RMSE is lower and not comparable with the paper's).
 """
 
 from __future__ import annotations
@@ -33,9 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strips", required=True, help="output PNG of image | true depth | predicted depth rows")
     p.add_argument("--weights", choices=["teacher", "student"], default="teacher")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=320, help="images per step (the reference: its training batch, 320)")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), metavar=("B1", "B2"), help="AdamW betas")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (torch's default)")
+    p.add_argument("--normalize-prediction", action="store_true",
+                   help="normalise the prediction per image too (MiDaS); default: only the ground truth (the reference)")
+    p.add_argument("--depth-resize", choices=["bilinear", "nearest"], default="bilinear",
+                   help="how the cropped ground truth is resized to the image size: bilinear with antialiasing "
+                        "(the reference: torchvision Resize) or nearest (invents no depths across object edges)")
     p.add_argument("--grad-weight", type=float, default=0.2, help="weight of the gradient-matching loss")
     p.add_argument("--feature-depth", type=int, default=None,
                    help="index into the encoder's depths (0 = embedding, d = block d); default: 4th block from the end")
@@ -58,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         train_counts, val_counts = shard_counts(train), shard_counts(val)
         enc_cfg = cfg.model.encoder
         common = dict(batch_size=args.batch_size, image_size=args.image_size, patch_size=cfg.model.patch_size,
-                      num_registers=enc_cfg.num_registers, num_workers=args.num_workers)
+                      num_registers=enc_cfg.num_registers, num_workers=args.num_workers,
+                      depth_resize=args.depth_resize)
         if args.feature_depth is not None and not 0 <= args.feature_depth <= enc_cfg.depth:
             raise ValueError(f"--feature-depth {args.feature_depth} is outside 0..{enc_cfg.depth} for this encoder")
         result, strips = train_depth_probe(
@@ -66,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             lambda epoch: depth_batches(train, train_counts, max_images=args.max_train_images,
                                         seed=args.seed * 1000 + epoch, **common),
             lambda: depth_batches(val, val_counts, max_images=args.max_val_images, **common),
-            encoder_depth=enc_cfg.depth, dim=enc_cfg.dim, epochs=args.epochs, lr=args.lr,
-            weight_decay=args.weight_decay, grad_weight=args.grad_weight, depth_index=args.feature_depth,
+            encoder_depth=enc_cfg.depth, dim=enc_cfg.dim, epochs=args.epochs, lr=args.lr, betas=tuple(args.betas),
+            weight_decay=args.weight_decay, grad_weight=args.grad_weight, normalize_prediction=args.normalize_prediction,
+            depth_index=args.feature_depth,
             device=device, seed=args.seed, num_strip_images=args.num_strips, progress=not args.no_progress,
         )
         save_depth_strips(strips, args.strips, cfg.model.patch_size)
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result.update({"model": str(args.model), "weights": args.weights, "batch_size": args.batch_size,
-                   "image_size": args.image_size, "train_shards": str(args.train_shards),
+                   "image_size": args.image_size, "depth_resize": args.depth_resize, "train_shards": str(args.train_shards),
                    "val_shards": str(args.val_shards), "strips": str(args.strips)})
     write_json(args.out, result)
     print(f"depth probe: RMSE {result['rmse']:.4f} m, AbsRel {result['absrel']:.4f}, "

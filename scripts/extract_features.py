@@ -4,9 +4,12 @@
     extract_features.py --model model.pt --shards DIR --out DIR
 
 The teacher encoder of model.pt (eval mode) encodes 256 x 256 centre crops, one image per
-row; the features of the embedding output and of every block, averaged over the image's
-patch tokens, are written as one feature shard per image shard (see
-featnorm.evaluation.features). Interrupted runs resume at the first incomplete image shard.
+row; the features of the embedding output and of every block (before the output norm),
+averaged over the image's tokens (patches and registers, as the reference), are written as one
+feature shard per image shard (see featnorm.evaluation.features). --mode last-layer keeps only
+the last block's output (the reference's `validation_extraction_mode: lastlayer`); --pool
+patches leaves register tokens out of the mean. Interrupted runs resume at the first
+incomplete image shard.
 
 Several GPUs: `torchrun --standalone --nproc-per-node N scripts/extract_features.py ...`;
 the image shards are split among the ranks (each writes its own part, resumable with the
@@ -28,7 +31,14 @@ from featnorm.data.shards import ShardError, resolve_shards
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_checkpoint_dict, load_encoder
 from featnorm.evaluation.eval_data import shard_batches, shard_counts
 from featnorm.evaluation.eval_data import image_quota
-from featnorm.evaluation.features import FeatureCacheError, extract_features, merge_feature_parts, part_dir, read_manifest
+from featnorm.evaluation.features import (
+    EXTRACTION_MODES,
+    FeatureCacheError,
+    extract_features,
+    merge_feature_parts,
+    part_dir,
+    read_manifest,
+)
 from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options
 
 
@@ -42,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=256, help="side of the centre crop after resizing")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split (demo/tests)")
+    p.add_argument("--mode", choices=EXTRACTION_MODES, default="all-depths",
+                   help="all-depths: the embedding output and every block's output (one probe each); last-layer: "
+                        "the last block's output only (the reference's 'lastlayer'); both before the output norm")
+    p.add_argument("--pool", choices=["all-tokens", "patches"], default="all-tokens",
+                   help="tokens averaged per image: all-tokens (patches and registers, the reference) or patches only")
     add_runtime_options(p)
     return p.parse_args(argv)
 
@@ -77,6 +92,7 @@ def _extract(args, device: str, rank: int, world: int) -> int:
             "model": str(Path(args.model).resolve()), "weights": args.weights, "config_hash": config_hash(cfg),
             "step": int(ckpt.get("step", -1)), "images_seen": int(ckpt.get("images_seen", -1)),
             "shards": str(args.shards), "image_size": args.image_size, "max_images": args.max_images,
+            "mode": args.mode, "pool": args.pool,
         }
         del ckpt
         total = None if any(c is None for c in counts) else sum(counts)
@@ -90,7 +106,8 @@ def _extract(args, device: str, rank: int, world: int) -> int:
 
         if world == 1:
             manifest = extract_features(encoder, make_batches, names, args.out, source=source, total=total,
-                                        device=device, progress=not args.no_progress)
+                                        device=device, progress=not args.no_progress, mode=args.mode,
+                                        pool_registers=args.pool == "all-tokens")
         else:
             manifest = _extract_share(args, encoder, cfg, shards, counts, names, source, device, rank, world)
     except (CheckpointError, ShardError, FeatureCacheError, ValueError) as e:
@@ -124,7 +141,8 @@ def _extract_share(args, encoder, cfg, shards, counts, names, source, device, ra
 
     part = part_dir(args.out, rank, world)
     extract_features(encoder, make_batches, [names[i] for i in mine], part, source=source, device=device,
-                     progress=not args.no_progress and rank == 0)
+                     progress=not args.no_progress and rank == 0, mode=args.mode,
+                     pool_registers=args.pool == "all-tokens")
     dist.barrier()
     if rank == 0:
         merge_feature_parts(args.out, [part_dir(args.out, r, world) for r in range(world)], names, source)

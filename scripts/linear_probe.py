@@ -3,9 +3,11 @@
 
     linear_probe.py --train-features DIR --val-features DIR --out JSON
 
-DIRs are feature caches written by extract_features.py. SPEC section 4 defaults: AdamW
-lr 1e-3, batch 2048, 50 epochs. The JSON holds top-1 / top-5 (percent) per depth on the
-validation features, the best and the last depth, and the training loss per epoch.
+DIRs are feature caches written by extract_features.py. The reference's defaults: raw
+features, AdamW lr 1e-3 (constant), batch 2048, 50 epochs, the final epoch's accuracy. The
+JSON holds top-1 / top-5 (percent) per depth on the validation features, the best and the
+last depth, and the training loss per epoch. --standardize standardises each depth and
+channel with the training set's mean and std first (not what the paper did).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import sys
 
 
-from featnorm.evaluation.features import FeatureCacheError, load_features
+from featnorm.evaluation.features import FeatureCacheError, feature_depth_indices, load_features
 from featnorm.evaluation.linear_probe import train_linear_probes
 from featnorm.evaluation.script_options import add_runtime_options, apply_runtime_options, write_json
 
@@ -28,8 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (torch's default)")
-    p.add_argument("--no-standardize", action="store_true", help="train on raw features (default: standardise "
-                   "each depth and channel with the training set's mean and std)")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=False,
+                   help="standardise each depth and channel with the training set's mean and std "
+                        "(default: raw features, as the reference)")
     p.add_argument("--num-classes", type=int, default=None, help="default: largest label + 1")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_options(p)
@@ -42,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tx, ty = load_features(args.train_features)
         vx, vy = load_features(args.val_features)
+        depths = feature_depth_indices(args.train_features)
+        if feature_depth_indices(args.val_features) != depths:
+            raise ValueError(f"{args.train_features} and {args.val_features} hold features of different depths "
+                             f"({depths} vs {feature_depth_indices(args.val_features)}); extract both the same way")
         result = train_linear_probes(
             tx, ty, vx, vy, num_classes=args.num_classes, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, weight_decay=args.weight_decay, standardize=not args.no_standardize,
+            lr=args.lr, weight_decay=args.weight_decay, standardize=args.standardize, depth_indices=depths,
             device=device, seed=args.seed, progress=not args.no_progress,
         )
     except (FeatureCacheError, ValueError, FloatingPointError) as e:

@@ -79,8 +79,23 @@ def test_features_then_linear_probe(setup, tmp_path):
     assert rc == 0
     res = json.loads(out.read_text())
     assert len(res["top1"]) == 3 and len(res["top5"]) == 3 and res["num_classes"] == 3
-    assert res["last_depth"] == 2 and 0 <= res["best_top1"] <= 100
-    assert len(res["loss_curve"]["train_loss_mean"]) == 3
+    assert res["last_depth"] == 2 and 0 <= res["best_top1"] <= 100 and res["depths"] == [0, 1, 2]
+    assert len(res["loss_curve"]["train_loss_mean"]) == 3 and res["standardize"] is False
+
+
+def test_last_layer_features_then_one_linear_probe_labelled_with_its_depth(setup, tmp_path):
+    common = ["--model", str(setup / "model.pt"), "--image-size", "64", "--num-workers", "0", "--batch-size", "5",
+              "--no-progress", "--device", "cpu", "--mode", "last-layer"]
+    for split in ("train", "val"):
+        assert extract_script.main(common + ["--shards", str(setup / "cls" / split), "--out", str(tmp_path / split)]) == 0
+    out = tmp_path / "linear_probe.json"
+    rc = linear_probe_script.main(["--train-features", str(tmp_path / "train"), "--val-features", str(tmp_path / "val"),
+                                   "--out", str(out), "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+                                   "--no-progress", "--standardize"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["depths"] == [2] and res["best_depth"] == 2 and res["last_depth"] == 2 and len(res["top1"]) == 1
+    assert res["standardize"] is True
 
 
 def test_extraction_with_loader_workers_matches_one_process(setup, tmp_path):

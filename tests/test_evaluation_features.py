@@ -8,7 +8,13 @@ import torch
 
 from featnorm.config import run_config_from_dict, to_dict
 from featnorm.evaluation.checkpoint_loading import CheckpointError, load_encoder
-from featnorm.evaluation.features import ShardBatch, extract_features, load_features, mean_pool
+from featnorm.evaluation.features import (
+    ShardBatch,
+    extract_features,
+    feature_depth_indices,
+    load_features,
+    mean_pool,
+)
 from featnorm.models.encoder import Encoder
 from featnorm.tokens import PAD_ID
 
@@ -55,7 +61,7 @@ def model_pt(tmp_path):
     return path
 
 
-def test_mean_pool_ignores_padding_and_registers():
+def test_mean_pool_ignores_padding_and_registers_on_request():
     h = torch.randn(3, 2, 5, 4)
     ids = torch.zeros(2, 5, 4, dtype=torch.long)
     ids[..., 1] = PAD_ID
@@ -65,6 +71,10 @@ def test_mean_pool_ignores_padding_and_registers():
     assert pooled.shape == (2, 3, 4)
     assert torch.allclose(pooled[0], h[:, 0, :3].mean(1))
     assert torch.allclose(pooled[1], h[:, 1, 1:].mean(1))
+    # the reference's pooling: registers count, padding never does
+    with_reg = mean_pool(h, ids, include_registers=True)
+    assert torch.allclose(with_reg[0], h[:, 0, :3].mean(1))
+    assert torch.allclose(with_reg[1], h[:, 1, :].mean(1))
 
 
 def test_load_encoder_rebuilds_teacher_in_eval_mode(model_pt):
@@ -152,3 +162,46 @@ def test_extraction_refuses_to_mix_sources(model_pt, tmp_path):
     extract_features(enc, source, SHARDS, tmp_path / "f", source={"model": "a"}, progress=False)
     with pytest.raises(Exception, match="delete the directory"):
         extract_features(enc, source, SHARDS, tmp_path / "f", source={"model": "b"}, progress=False)
+
+
+def test_last_layer_mode_keeps_only_the_last_block_output_before_the_output_norm(model_pt, tmp_path):
+    enc, _ = load_encoder(model_pt)
+    extract_features(enc, source, SHARDS, tmp_path / "all", progress=False)
+    manifest = extract_features(enc, source, SHARDS, tmp_path / "last", progress=False, mode="last-layer")
+    assert manifest["num_depths"] == 1 and manifest["depth_indices"] == [2]
+    assert feature_depth_indices(tmp_path / "last") == [2] and feature_depth_indices(tmp_path / "all") == [0, 1, 2]
+    last, _ = load_features(tmp_path / "last")
+    every, _ = load_features(tmp_path / "all")
+    assert torch.equal(last[:, 0], every[:, -1])
+    # block 2's output, not the encoder's normalised output
+    b = source()[0]
+    with torch.no_grad():
+        out, hiddens = enc(b.pixels, b.token_ids, return_all_depths=True)
+    assert torch.allclose(last[:3, 0].float(), hiddens[-1].mean(1), atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(last[:3, 0].float(), out.mean(1), atol=1e-2)
+    with pytest.raises(ValueError, match="'first-layer'"):
+        extract_features(enc, source, SHARDS, tmp_path / "x", progress=False, mode="first-layer")
+
+
+def test_pool_registers_setting_changes_only_encoders_with_registers(tmp_path):
+    torch.manual_seed(0)
+    cfg = run_config_from_dict({"model": {"patch_size": 4, "encoder": {"dim": 32, "depth": 2, "num_heads": 2,
+                                                                        "num_registers": 2}}})
+    enc = Encoder(cfg.model.encoder, cfg.model.patch_dim).eval()
+    pixels, ids, labels = grid_batch(3)
+    reg = torch.tensor([[0, r, PAD_ID, PAD_ID] for r in range(2)]).expand(3, -1, -1)
+    ids = torch.cat([reg, ids], 1)
+    pixels = torch.cat([torch.zeros(3, 2, pixels.shape[-1]), pixels], 1)
+
+    def one(done):
+        return [] if "s0" in done else [ShardBatch("s0", pixels, ids, labels, last=True)]
+
+    extract_features(enc, one, ["s0"], tmp_path / "all", progress=False)
+    extract_features(enc, one, ["s0"], tmp_path / "patches", progress=False, pool_registers=False)
+    with torch.no_grad():
+        _, hiddens = enc(pixels, ids, return_all_depths=True)
+    f_all, _ = load_features(tmp_path / "all")
+    f_patch, _ = load_features(tmp_path / "patches")
+    assert torch.allclose(f_all.float(), hiddens.mean(2).transpose(0, 1), atol=2e-3, rtol=2e-3)
+    assert torch.allclose(f_patch.float(), hiddens[:, :, 2:].mean(2).transpose(0, 1), atol=2e-3, rtol=2e-3)
+    assert (f_all[:, 1:].float() - f_patch[:, 1:].float()).abs().max() > 1e-3  # the registers moved the mean

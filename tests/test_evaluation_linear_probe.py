@@ -14,7 +14,7 @@ def _features(n: int, num_classes: int, seed: int):
     noise = torch.randn(n, 3, 16, generator=g)
     feats = noise.clone()
     feats[:, 1] = centres[labels] + 1.0 * noise[:, 1]
-    feats[:, 2] = centres[labels] + 0.3 * noise[:, 2] + 100.0  # large offset: standardisation handles it
+    feats[:, 2] = centres[labels] + 0.3 * noise[:, 2] + 10.0  # an offset, as raw residual features have
     return feats.half(), labels
 
 
@@ -27,6 +27,39 @@ def test_probe_is_independent_per_depth():
     out2 = probe(x2)
     assert out.shape == (4, 3, 5)
     assert torch.equal(out[:, 1:], out2[:, 1:]) and not torch.allclose(out[:, 0], out2[:, 0])
+    assert torch.equal(probe.bias, torch.zeros(3, 5))  # the reference's init: zero biases
+    assert probe.weight.abs().max() <= 8**-0.5
+
+
+def test_default_trains_on_raw_features_and_standardize_is_an_option():
+    tx, ty = _features(400, 4, seed=0)
+    vx, vy = _features(200, 4, seed=1)
+    kw = dict(epochs=2, batch_size=128, progress=False, seed=3)
+    raw = train_linear_probes(tx, ty, vx, vy, **kw)
+    # raw features: shifting a depth's features changes what the probe learns
+    shifted = tx.clone()
+    shifted[:, 1] += 50
+    vshifted = vx.clone()
+    vshifted[:, 1] += 50
+    raw_shift = train_linear_probes(shifted, ty, vshifted, vy, **kw)
+    assert raw["standardize"] is False
+    assert raw["loss_curve"]["train_loss_per_depth"][0][1] != pytest.approx(
+        raw_shift["loss_curve"]["train_loss_per_depth"][0][1], rel=1e-3)
+    # standardised: a per-channel shift of the training and validation features changes nothing
+    std = train_linear_probes(tx, ty, vx, vy, standardize=True, **kw)
+    std_shift = train_linear_probes(shifted, ty, vshifted, vy, standardize=True, **kw)
+    assert std["standardize"] is True
+    assert std["loss_curve"]["train_loss_per_depth"][0][1] == pytest.approx(
+        std_shift["loss_curve"]["train_loss_per_depth"][0][1], rel=1e-3)
+    assert std["top1"][1] == pytest.approx(std_shift["top1"][1], abs=0.6)
+
+
+def test_depth_indices_label_the_results():
+    tx, ty = _features(100, 4, seed=0)
+    res = train_linear_probes(tx[:, 2:], ty, tx[:, 2:], ty, epochs=1, batch_size=64, progress=False, depth_indices=[12])
+    assert res["depths"] == [12] and res["best_depth"] == 12 and res["last_depth"] == 12
+    with pytest.raises(ValueError, match="2 depth indices"):
+        train_linear_probes(tx[:, 2:], ty, tx[:, 2:], ty, epochs=1, progress=False, depth_indices=[1, 2])
 
 
 def test_linear_probe_reaches_near_100_percent_on_separable_features():

@@ -21,6 +21,8 @@ SCRIPT_NAMES = [
     "fig_training_curves",
     "fig_linear_probe_depth",
     "fig_gain_vs_steps",
+    "fig_sample_losses",
+    "fig_mean_loss",
     "table_summary",
 ]
 
@@ -88,11 +90,31 @@ def test_fig_token_loss_distribution_from_shards_writes_stats_csv(results, tmp_p
     assert {"p99", "kurtosis", "p99_over_median"} <= set(stats.columns)
 
 
+def test_fig_sample_losses_and_mean_loss_write_their_numbers(results, tmp_path):
+    runs = run_dirs(results, "ijepa-tanh", "ijepa-ln")
+    script("fig_sample_losses").main(["--runs", *runs, "--shards", str(results / "val"), "--num-images", "3",
+                                      "--image-size", "64", "--masks", "4", "--device", "cpu",
+                                      "--out", str(tmp_path / "samples")])
+    assert_written(tmp_path / "samples.png", tmp_path / "samples.pdf", tmp_path / "samples.csv")
+    table = pd.read_csv(tmp_path / "samples.csv")
+    assert len(table) == 6 and (table["sample_mean"] > 0).all() and (table["sample_var"] >= 0).all()
+    script("fig_mean_loss").main(["--runs", *runs, "--image-dir", str(results / "my_images"), "--num-images", "3",
+                                  "--image-size", "64", "--masks", "2", "--forward", "predict-all", "--device", "cpu",
+                                  "--no-progress", "--out", str(tmp_path / "mean")])
+    assert_written(tmp_path / "mean.png", tmp_path / "mean.pdf", tmp_path / "mean.npz")
+    import numpy as np
+
+    npz = np.load(tmp_path / "mean.npz")
+    assert npz["ijepa-ln/mean"].shape == (8, 8) and npz["ijepa-ln/count"].sum() > 0
+
+
 def test_fig_pca_features_and_token_energy(results, tmp_path):
     runs = run_dirs(results, "ijepa-tanh", "ijepa-ln")
     common = ["--image-dir", str(results / "my_images"), "--num-images", "2", "--image-size", "64", "--device", "cpu"]
     script("fig_pca_features").main(["--runs", *runs, *common, "--depth", "-2", "--out", str(tmp_path / "pca")])
     assert_written(tmp_path / "pca.png", tmp_path / "pca.pdf")
+    script("fig_pca_features").main(["--runs", *runs, *common, "--style", "hsv", "--out", str(tmp_path / "hsv")])
+    assert_written(tmp_path / "hsv.png", tmp_path / "hsv.pdf")
     script("fig_token_energy").main(["--runs", *runs, *common, "--out", str(tmp_path / "energy")])
     assert_written(tmp_path / "energy.png", tmp_path / "energy.pdf", tmp_path / "energy.csv")
     energy = pd.read_csv(tmp_path / "energy.csv")

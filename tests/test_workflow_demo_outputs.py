@@ -16,7 +16,8 @@ import yaml
 from workflow_helpers import REPO, dry_run_jobs, snakemake
 
 FIGURES = ["loss_maps", "pca_features", "token_loss_distribution", "token_energy",
-           "training_curves", "linear_probe_depth", "gain_vs_steps"]
+           "training_curves", "linear_probe_depth", "gain_vs_steps", "mask_picture", "mean_loss",
+           "sample_losses", "pca_features_hsv"]
 
 
 @pytest.mark.slow
@@ -81,6 +82,8 @@ def test_demo_writes_every_table_and_figure_with_a_row_per_run(tmp_path):
     assert dry.returncode == 0, dry.stdout + dry.stderr
     jobs = dry_run_jobs(dry.stdout)
     assert {wc["run"] for _, wc in jobs if "run" in wc} == {f"ln-s{s}" for s in cfg["seeds"]}
+    # (the mask picture draws the first compared run's data only: tanh, unchanged)
     assert {rule for rule, wc in jobs if "run" not in wc} == {
         "fig_loss_maps", "fig_pca_features", "fig_token_loss_distribution", "fig_token_energy",
-        "fig_training_curves", "fig_linear_probe_depth", "fig_gain_vs_steps", "table_summary", "all"}
+        "fig_training_curves", "fig_linear_probe_depth", "fig_gain_vs_steps", "fig_mean_loss",
+        "fig_sample_losses", "fig_pca_features_hsv", "table_summary", "all"}

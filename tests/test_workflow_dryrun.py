@@ -7,7 +7,8 @@ import yaml
 from workflow_helpers import REPO, dry_run_jobs, job_counts, snakemake
 
 FIGURES = ["loss_maps", "pca_features", "token_loss_distribution", "token_energy",
-           "training_curves", "linear_probe_depth", "gain_vs_steps"]
+           "training_curves", "linear_probe_depth", "gain_vs_steps", "mask_picture", "mean_loss",
+           "sample_losses", "pca_features_hsv"]
 
 
 def paper_runs():

@@ -332,6 +332,11 @@ FIGURE_NAMES = [
     "token_energy",
     "training_curves",
     "linear_probe_depth",
+    # the reference's other pictures (make-viz, plot-mean-loss, plot-sample-losses, visualize-embeddings)
+    "mask_picture",
+    "mean_loss",
+    "sample_losses",
+    "pca_features_hsv",
 ]
 # the learning curve of the gain over random init needs a baseline and a trained run
 if BASELINE_RUNS and TRAINED_RUNS:

@@ -18,8 +18,8 @@ EXTRACT_SHELL = (
     "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step extract_features "
     "--provenance {output} -- "
     "{params.launch} scripts/extract_features.py --model {params.model} --shards {params.shards} "
-    "--out {params.out} --image-size {params.image_size} --threads {threads} --no-progress "
-    ">> {log} 2>&1"
+    "--out {params.out} --image-size {params.image_size} --mode {params.mode} --pool {params.pool} "
+    "--threads {threads} --no-progress >> {log} 2>&1"
 )
 
 
@@ -35,6 +35,9 @@ rule extract_features:
         image_size=IMAGE_SIZE,
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/{wc.split}",
+        # the reference's defaults: every depth, registers pooled with the patches
+        mode=EVAL.get("extraction_mode", "all-depths"),
+        pool=EVAL.get("pool", "all-tokens"),
         code=CODE["evaluate"],
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
     threads: 4
@@ -64,6 +67,12 @@ rule linear_probe:
         epochs=EVAL.get("linear_probe", {}).get("epochs", 50),
         batch_size=EVAL.get("linear_probe", {}).get("batch_size", 2048),
         lr=EVAL.get("linear_probe", {}).get("lr", 1e-3),
+        # default: raw features, as the reference
+        standardize=(
+            "--standardize"
+            if EVAL.get("linear_probe", {}).get("standardize", False)
+            else "--no-standardize"
+        ),
         code=CODE["evaluate"],
     threads: 4
     resources:
@@ -79,7 +88,7 @@ rule linear_probe:
         "--provenance {params.provenance} -- "
         "python scripts/linear_probe.py --train-features {params.train} --val-features {params.val} "
         "--out {output} --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        "{params.standardize} --threads {threads} --no-progress > {log} 2>&1"
 
 
 KNN = EVAL.get("knn", {})
@@ -140,6 +149,8 @@ rule extract_snapshot_features:
         image_size=IMAGE_SIZE,
         shards=lambda wc: shard_dir("imagenet", wc.split),
         out=lambda wc: f"{FEATURES}/{wc.run}/snapshots/step-{wc.step}/{wc.split}",
+        mode=EVAL.get("extraction_mode", "all-depths"),
+        pool=EVAL.get("pool", "all-tokens"),
         code=CODE["evaluate"],
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
     threads: 4
@@ -204,6 +215,12 @@ rule depth_probe:
         val=lambda wc, input: os.path.dirname(input.val),
         epochs=EVAL.get("depth_probe", {}).get("epochs", 10),
         lr=EVAL.get("depth_probe", {}).get("lr", 5e-4),
+        batch_size=EVAL.get("depth_probe", {}).get("batch_size", 320),
+        # default: the reference's loss (only the ground truth normalised) and bilinear GT resize
+        options=(
+            ("--normalize-prediction " if EVAL.get("depth_probe", {}).get("normalize_prediction") else "")
+            + f"--depth-resize {EVAL.get('depth_probe', {}).get('depth_resize', 'bilinear')}"
+        ),
         code=CODE["evaluate"],
     threads: 4
     resources:
@@ -219,8 +236,8 @@ rule depth_probe:
         "--provenance {params.provenance} -- "
         "python scripts/depth_probe.py --model {input.model} --train-shards {params.train} "
         "--val-shards {params.val} --out {output.json} --strips {output.strips} "
-        "--epochs {params.epochs} --lr {params.lr} --image-size {params.image_size} "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        "--epochs {params.epochs} --lr {params.lr} --batch-size {params.batch_size} {params.options} "
+        "--image-size {params.image_size} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule lidar:

@@ -2,6 +2,10 @@
 # Every figure is PNG + PDF; the summary table is CSV + Markdown + LaTeX. Each is a target of
 # its own, e.g. `snakemake results/paper/figures/loss_maps.png` or `snakemake fig_loss_maps`.
 
+# The loss figures' forward: "training" (the reference: batch repeat, 25 % capacities) or
+# "predict-all" (every target token predicted from every context token).
+LOSS_FORWARD = FIGS.get("forward", "training")
+
 rule fig_loss_maps:
     """Per-token loss averaged over many random masks, per image, for the compared runs."""
     input:
@@ -17,6 +21,7 @@ rule fig_loss_maps:
         provenance=f"{PAPER}/provenance/loss_maps.json",
         runs=runs_args(COMPARE),
         masks=FIGS.get("loss_maps", {}).get("masks", 8000),
+        forward=LOSS_FORWARD,
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
@@ -31,7 +36,7 @@ rule fig_loss_maps:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_loss_maps "
         "--provenance {params.provenance} -- "
         "python scripts/fig_loss_maps.py {params.runs} {params.source} --image-size {params.image_size} "
-        "--num-images {params.num_images} --masks {params.masks} "
+        "--num-images {params.num_images} --masks {params.masks} --forward {params.forward} "
         "--png {output.png} --pdf {output.pdf} --npz {output.npz} > {log} 2>&1"
 
 
@@ -82,6 +87,7 @@ rule fig_token_loss_distribution:
         runs=runs_args(COMPARE),
         num_images=FIGS.get("token_loss_distribution", {}).get("images", 256),
         masks=FIGS.get("token_loss_distribution", {}).get("masks", 16),
+        forward=LOSS_FORWARD,
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
@@ -96,7 +102,7 @@ rule fig_token_loss_distribution:
         "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_token_loss_distribution "
         "--provenance {params.provenance} -- "
         "python scripts/fig_token_loss_distribution.py {params.runs} {params.source} --image-size {params.image_size} "
-        "--num-images {params.num_images} --masks {params.masks} "
+        "--num-images {params.num_images} --masks {params.masks} --forward {params.forward} "
         "--png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
 
 
@@ -228,3 +234,129 @@ rule fig_gain_vs_steps:
         "python scripts/run_step.py --step fig_gain_vs_steps --provenance {params.provenance} -- "
         "python scripts/fig_gain_vs_steps.py {params.runs} "
         "--png {output.png} --pdf {output.pdf} --csv {output.csv} > {log} 2>&1"
+
+
+rule fig_sample_losses:
+    """Per-sample mean and variance of the token losses, histograms per run (plot-sample-losses)."""
+    input:
+        models=[model(r) for r in COMPARE],
+        images=IMAGE_INPUT,
+    output:
+        **figure("sample_losses"),
+        stats=f"{FIGURES_DIR}/sample_losses.csv",
+    params:
+        image_size=IMAGE_SIZE,
+        source=IMAGE_SOURCE,
+        provenance=f"{PAPER}/provenance/sample_losses.json",
+        runs=runs_args(COMPARE),
+        num_images=FIGS.get("sample_losses", {}).get("images", 20),
+        masks=FIGS.get("sample_losses", {}).get("masks", 1000),
+        forward=LOSS_FORWARD,
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_sample_losses"),
+    benchmark:
+        bench_of("fig_sample_losses")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_sample_losses "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_sample_losses.py {params.runs} {params.source} --image-size {params.image_size} "
+        "--num-images {params.num_images} --masks {params.masks} --forward {params.forward} "
+        "--png {output.png} --pdf {output.pdf} --csv {output.stats} > {log} 2>&1"
+
+
+rule fig_mean_loss:
+    """Loss per position averaged over many training images, and the per-channel loss image
+    (plot-mean-loss)."""
+    input:
+        models=[model(r) for r in COMPARE],
+        shards=manifest("imagenet", "train"),
+    output:
+        **figure("mean_loss"),
+        npz=f"{FIGURES_DIR}/mean_loss.npz",
+    params:
+        image_size=IMAGE_SIZE,
+        shards=lambda wc, input: os.path.dirname(input.shards),
+        provenance=f"{PAPER}/provenance/mean_loss.json",
+        runs=runs_args(COMPARE),
+        num_images=FIGS.get("mean_loss", {}).get("images", 16000),
+        masks=FIGS.get("mean_loss", {}).get("masks", 1),
+        forward=LOSS_FORWARD,
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_mean_loss"),
+    benchmark:
+        bench_of("fig_mean_loss")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_mean_loss "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_mean_loss.py {params.runs} --shards {params.shards} --image-size {params.image_size} "
+        "--num-images {params.num_images} --masks {params.masks} --forward {params.forward} --no-progress "
+        "--png {output.png} --pdf {output.pdf} --npz {output.npz} > {log} 2>&1"
+
+
+rule fig_mask_picture:
+    """The first packed training rows of the first compared run, context patches X-marked (make-viz)."""
+    input:
+        config=f"{RUNS_DIR}/{COMPARE[0]}/config.yaml",
+        shards=manifest("imagenet", "train"),
+    output:
+        **figure("mask_picture"),
+    params:
+        shards=lambda wc, input: os.path.dirname(input.shards),
+        provenance=f"{PAPER}/provenance/mask_picture.json",
+        name=COMPARE[0],
+        rows=FIGS.get("mask_picture", {}).get("rows", 4),
+        code=CODE["figures"],
+    log:
+        log_of("fig_mask_picture"),
+    benchmark:
+        bench_of("fig_mask_picture")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --step fig_mask_picture --provenance {params.provenance} -- "
+        "python scripts/fig_mask_picture.py --config {input.config} --shards {params.shards} --name {params.name} "
+        "--rows {params.rows} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule fig_pca_features_hsv:
+    """The PCA features coloured as the reference's visualize-embeddings (blur, whitened PCA, HSV)."""
+    input:
+        models=[model(r) for r in COMPARE],
+        images=IMAGE_INPUT,
+    output:
+        **figure("pca_features_hsv"),
+    params:
+        image_size=IMAGE_SIZE,
+        source=IMAGE_SOURCE,
+        num_images=NUM_IMAGES,
+        provenance=f"{PAPER}/provenance/pca_features_hsv.json",
+        runs=runs_args(COMPARE),
+        depth=FIGS.get("pca_features", {}).get("depth", -4),
+        code=CODE["figures"],
+    threads: DEVICE_RULE_THREADS
+    resources:
+        gpu=1,
+    log:
+        log_of("fig_pca_features_hsv"),
+    benchmark:
+        bench_of("fig_pca_features_hsv")
+    conda:
+        ENV
+    shell:
+        "python scripts/run_step.py --gpus {resources.gpu} --threads {threads} --step fig_pca_features_hsv "
+        "--provenance {params.provenance} -- "
+        "python scripts/fig_pca_features.py {params.runs} {params.source} --image-size {params.image_size} "
+        "--num-images {params.num_images} --depth {params.depth} --style hsv "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -11,9 +11,11 @@ R = num_registers):
 `batch.packed()` gives the PackedBatch (context_length = R + P: everything is context),
 and `batch.pixels[:, R:]` reshapes to the 16 x 16 grid.
 
-Image and depth map get the same centre square crop; the image is resized bilinearly,
-the depth map with nearest neighbour (no depth values invented at object edges). Depth
-is returned at `depth_size` (256 by default), where the depth probe computes its RMSE.
+Image and depth map get the same centre square crop; the image is resized bilinearly, the
+depth map bilinearly with antialiasing (`depth_resize="bilinear"`, the reference: torchvision's
+`Resize` on the depth tensor) or with nearest neighbour (`"nearest"`: no depth values invented
+across object edges). Depth is returned at `depth_size` (256 by default), where the depth
+probe computes its RMSE.
 No shuffling: shards are read in order, split by rank and DataLoader worker as in
 training, so every sample is seen exactly once.
 """
@@ -76,13 +78,30 @@ def load_depth(data: bytes) -> np.ndarray:
     return a
 
 
-def crop_resize_depth(depth: np.ndarray, size: int) -> np.ndarray:
+DEPTH_RESIZE_MODES = ("bilinear", "nearest")
+
+
+def crop_resize_depth(depth: np.ndarray, size: int, mode: str = "bilinear") -> np.ndarray:
+    """`(H, W)` depth -> its centre square crop resized to `(size, size)` float32.
+
+    "bilinear": torch's antialiased bilinear interpolation (half-pixel centres), which is what
+    torchvision's `Resize` does to a tensor, as the reference resizes its depth maps;
+    "nearest": PIL nearest neighbour, every output value one of the input's."""
     top, left, s = center_crop_box(*depth.shape)
-    crop = depth[top : top + s, left : left + s]
-    return np.asarray(Image.fromarray(crop, mode="F").resize((size, size), Image.NEAREST), dtype=np.float32)
+    crop = np.ascontiguousarray(depth[top : top + s, left : left + s], dtype=np.float32)
+    if mode == "nearest":
+        return np.asarray(Image.fromarray(crop, mode="F").resize((size, size), Image.NEAREST), dtype=np.float32)
+    if mode != "bilinear":
+        raise ValueError(f"depth resize mode {mode!r} is not one of {DEPTH_RESIZE_MODES}")
+    if crop.shape == (size, size):
+        return crop
+    x = torch.from_numpy(crop)[None, None]
+    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return y[0, 0].numpy()
 
 
-def eval_sample(sample: dict, image_size: int, patch_size: int, with_depth: bool, depth_size: int) -> dict:
+def eval_sample(sample: dict, image_size: int, patch_size: int, with_depth: bool, depth_size: int,
+                depth_resize: str = "bilinear") -> dict:
     """Process one raw sample; raises on damaged data (the caller reports it)."""
     data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
     if data is None:
@@ -97,7 +116,7 @@ def eval_sample(sample: dict, image_size: int, patch_size: int, with_depth: bool
         if depth.shape != (img.size[1], img.size[0]):
             # crop both in the same relative frame: bring the image to the depth's size
             img = img.convert("RGB").resize((depth.shape[1], depth.shape[0]), Image.BILINEAR)
-        out["depth"] = crop_resize_depth(depth, depth_size)
+        out["depth"] = crop_resize_depth(depth, depth_size, depth_resize)
     pixels = center_crop_resize(img, image_size)
     g = image_size // patch_size
     out["patches"] = patchify(pixels, patch_size).reshape(g * g, -1)
@@ -106,9 +125,12 @@ def eval_sample(sample: dict, image_size: int, patch_size: int, with_depth: bool
 
 
 class EvalStream(IterableDataset):
-    def __init__(self, shards, image_size, patch_size, with_depth, depth_size, rank, world_size):
+    def __init__(self, shards, image_size, patch_size, with_depth, depth_size, rank, world_size,
+                 depth_resize: str = "bilinear"):
+        if depth_resize not in DEPTH_RESIZE_MODES:
+            raise ValueError(f"depth resize mode {depth_resize!r} is not one of {DEPTH_RESIZE_MODES}")
         self.shards, self.image_size, self.patch_size = shards, image_size, patch_size
-        self.with_depth, self.depth_size = with_depth, depth_size
+        self.with_depth, self.depth_size, self.depth_resize = with_depth, depth_size, depth_resize
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[dict]:
@@ -116,7 +138,8 @@ class EvalStream(IterableDataset):
         bad = BadInputLog()
         for sample in slot_shard_samples(self.shards, slot, slots, bad):
             try:
-                yield eval_sample(sample, self.image_size, self.patch_size, self.with_depth, self.depth_size)
+                yield eval_sample(sample, self.image_size, self.patch_size, self.with_depth, self.depth_size,
+                                  self.depth_resize)
             except Exception as e:
                 bad.add(sample["__shard__"], sample["__key__"], f"undecodable sample ({type(e).__name__}: {e})")
 
@@ -154,11 +177,13 @@ def eval_batches(
     world_size: int = 1,
     with_depth: bool = False,
     depth_size: int | None = None,
+    depth_resize: str = "bilinear",
 ) -> Iterator[EvalBatch]:
     """EvalBatches over all samples of `shards` (directory, pattern or list), in order."""
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-    stream = EvalStream(resolve_shards(shards), image_size, patch_size, with_depth, depth_size or image_size, rank, world_size)
+    stream = EvalStream(resolve_shards(shards), image_size, patch_size, with_depth, depth_size or image_size, rank,
+                        world_size, depth_resize)
     loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, collate_fn=_Collate(num_registers, patch_size))
     yield from loader
 

@@ -1,7 +1,20 @@
-"""Scale-and-shift-invariant depth loss and the aligned depth metrics (MiDaS, Ranftl et al.).
+"""Depth-probe loss and the aligned depth metrics (after MiDaS, Ranftl et al. 2019).
+
+The reference (`src/validate_monocular_depth.py`) normalises only the ground truth, per image,
+by its median (shift) and mean absolute deviation (scale), and trains the head's *raw* output
+to match it: smooth-L1 + 0.2 x a 4-scale gradient-matching loss. For the RMSE in metres the raw
+prediction is mapped back with the ground truth's shift and scale, `pred * scale + shift`. The
+head must therefore learn the normalised scale itself, and a prediction off by a scale or a
+shift is penalised. That is the default here (`normalize_prediction=False`).
+
+`normalize_prediction=True` is MiDaS's fully scale-and-shift-invariant variant: the prediction
+is normalised by its own median and mean absolute deviation too, before the loss and before
+mapping it back. It forgives the head's scale and shift, so its RMSE is lower and not
+comparable with the paper's; kept as an option for comparison with MiDaS-style probes.
 
 All maps are `(B, H, W)`; `valid` is a `(B, H, W)` bool mask of pixels with ground truth
-(NYU's labeled frames are filled, so it is all True there; zeros/NaNs mark holes elsewhere).
+(NYU's labeled frames are filled, so it is all True there, as the reference assumes: it has no
+mask; zeros/NaNs mark holes elsewhere).
 """
 
 from __future__ import annotations
@@ -16,9 +29,10 @@ def valid_depth_mask(depth: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_depth(
-    x: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6
+    x: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-7
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image: (x - median) / mean|x - median| over valid pixels.
+    """Per image: (x - median) / (mean|x - median| + eps) over valid pixels (the lower median
+    for an even count, as torch.median; eps 1e-7 as the reference).
 
     Returns `(normalized (B, H, W), shift (B, 1, 1), scale (B, 1, 1))`.
     """
@@ -67,13 +81,15 @@ def depth_probe_loss(
     grad_weight: float = 0.2,
     scales: int = 4,
     beta: float = 1.0,
+    normalize_prediction: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC loss: smooth-L1 between per-image normalised prediction and ground truth
-    + grad_weight x 4-scale gradient matching. Invariant to scaling/shifting `pred`.
+    """smooth-L1(pred, normalised gt) + grad_weight x 4-scale gradient matching, each a mean
+    over the batch's valid pixels (the reference's reduction). `pred` is the head's raw output;
+    with `normalize_prediction` it is normalised per image first (invariant to its scale/shift).
 
     Returns `(loss, {"ssi": ..., "grad": ...})`.
     """
-    pred_n, _, _ = normalize_depth(pred, valid)
+    pred_n = normalize_depth(pred, valid)[0] if normalize_prediction else pred.float()
     gt_n, _, _ = normalize_depth(gt, valid)
     ssi = _masked_mean(F.smooth_l1_loss(pred_n, gt_n, beta=beta, reduction="none"),
                        None if valid is None else valid.float())
@@ -81,21 +97,27 @@ def depth_probe_loss(
     return ssi + grad_weight * grad, {"ssi": ssi.detach(), "grad": grad.detach()}
 
 
-def align_to_ground_truth(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Map the normalised prediction back into metres with the ground truth's median and scale."""
-    pred_n, _, _ = normalize_depth(pred, valid)
+def align_to_ground_truth(
+    pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None, normalize_prediction: bool = False
+) -> torch.Tensor:
+    """The prediction in metres: `pred * scale + shift` with the ground truth's median (shift) and
+    mean absolute deviation (scale); with `normalize_prediction`, `pred` is normalised first."""
+    pred_n = normalize_depth(pred, valid)[0] if normalize_prediction else pred.float()
     _, shift, scale = normalize_depth(gt, valid)
     return pred_n * scale + shift
 
 
 @torch.no_grad()
 def depth_metrics(
-    pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None, min_depth: float = 1e-3
+    pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None, min_depth: float = 1e-3,
+    normalize_prediction: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Per-image `(B,)` RMSE (metres), AbsRel and delta < 1.25 after aligning `pred` to `gt`."""
+    """Per-image `(B,)` RMSE (metres), AbsRel and delta < 1.25 of `align_to_ground_truth(pred)`.
+    RMSE is the reference's metric (sqrt of the mean squared error over an image's pixels, then
+    averaged over images by the caller); AbsRel and delta1 are ours."""
     if valid is None:
         valid = valid_depth_mask(gt)
-    aligned = align_to_ground_truth(pred, gt, valid)
+    aligned = align_to_ground_truth(pred, gt, valid, normalize_prediction)
     gt = gt.float()
     m = valid.float()
     count = m.flatten(1).sum(1).clamp_min(1)

@@ -1,9 +1,16 @@
 """NYU-Depth-v2 probe: a small conv head on a frozen encoder's 4th-from-last block.
 
-SPEC section 4: features of the 4th block from the end reshaped to the patch grid (16 x 16
-for 256 x 256 images); head 3x3 conv D -> D/2, bilinear x2, 3x3 conv -> 32, GELU,
-1x1 conv -> 1, bilinear to the depth map's size; loss and metrics in `depth_losses`;
-AdamW lr 5e-4, 10 epochs.
+As the reference (`src/validate_monocular_depth.py`): features of the 4th block from the end
+(before the output norm) reshaped to the patch grid (16 x 16 for 256 x 256 images); head 3x3
+conv D -> D/2, bilinear x2, 3x3 conv -> 32, GELU (exact), 1x1 conv -> 1, bilinear to the depth
+map's size (the ground truth is centre-cropped and resized to the image size); loss and metrics
+in `depth_losses` (the ground truth normalised, the raw prediction mapped back for the RMSE);
+AdamW lr 5e-4, betas (0.9, 0.95), weight decay 0.01 (torch's default), batch 320, 10 epochs;
+RMSE per image, averaged over the validation images.
+
+Ours differs in how epochs are drawn: an epoch is one exact pass over the training images in a
+shuffled order (the reference draws floor(N / batch) batches from resampled shards), and the
+last batch of an epoch may be short.
 """
 
 from __future__ import annotations
@@ -77,8 +84,10 @@ def train_depth_probe(
     dim: int,
     epochs: int = 10,
     lr: float = 5e-4,
+    betas: tuple[float, float] = (0.9, 0.95),
     weight_decay: float = 0.01,
     grad_weight: float = 0.2,
+    normalize_prediction: bool = False,
     depth_index: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -87,6 +96,7 @@ def train_depth_probe(
 ) -> tuple[dict, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]:
     """Train the head on `train_batches(epoch)`, evaluate on `val_batches()`.
 
+    `normalize_prediction`: see `depth_losses` (default False: the reference's loss and RMSE).
     Returns the JSON-ready result (RMSE in metres, AbsRel, delta < 1.25, averaged over
     validation images; loss per epoch) and up to `num_strip_images` examples
     `(pixels (L, P), token_ids (L, 4), depth (H, W), aligned prediction (H, W))` for strips.
@@ -97,7 +107,7 @@ def train_depth_probe(
         depth_index = probe_depth_index(encoder_depth)
     encoder.eval()  # frozen and in eval mode (DiffMoE routing)
     head = DepthHead(dim).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     curve = {"epoch": [], "train_loss": [], "train_ssi": [], "train_grad": []}
     num_train = 0
     for epoch in range(epochs):
@@ -111,7 +121,8 @@ def train_depth_probe(
             feats = probe_features(encoder, pixels, token_ids, depth_index)
             with autocast_for(device):
                 pred = head(feats, depth.shape[-2:])
-            loss, parts = depth_probe_loss(pred.float(), depth, valid_depth_mask(depth), grad_weight)
+            loss, parts = depth_probe_loss(pred.float(), depth, valid_depth_mask(depth), grad_weight,
+                                           normalize_prediction=normalize_prediction)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"depth probe loss is not finite at epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
@@ -138,10 +149,10 @@ def train_depth_probe(
                 pred = head(probe_features(encoder, pixels, token_ids, depth_index), depth.shape[-2:])
             pred = pred.float()
             valid = valid_depth_mask(depth)
-            for k, v in depth_metrics(pred, depth, valid).items():
+            for k, v in depth_metrics(pred, depth, valid, normalize_prediction=normalize_prediction).items():
                 per_image[k].append(v.cpu())
             if len(strips) < num_strip_images:
-                aligned = align_to_ground_truth(pred, depth, valid)
+                aligned = align_to_ground_truth(pred, depth, valid, normalize_prediction)
                 for i in range(min(num_strip_images - len(strips), depth.shape[0])):
                     strips.append((pixels[i].cpu(), token_ids[i].cpu(), depth[i].cpu(), aligned[i].cpu()))
     metrics = {k: torch.cat(v).double() for k, v in per_image.items()}
@@ -157,8 +168,12 @@ def train_depth_probe(
         "encoder_depth": encoder_depth,
         "epochs": epochs,
         "lr": lr,
+        "betas": list(betas),
         "weight_decay": weight_decay,
         "grad_weight": grad_weight,
+        # "gt": the ground truth normalised, the raw prediction mapped back (the reference);
+        # "both": the prediction normalised too (MiDaS; RMSE not comparable with the paper's)
+        "normalized": "both" if normalize_prediction else "gt",
         "seed": seed,
         "loss_curve": curve,
     }

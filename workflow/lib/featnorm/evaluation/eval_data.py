@@ -22,11 +22,11 @@ from featnorm.evaluation.features import ShardBatch
 
 
 def eval_loader(paths: list[Path], batch_size: int, image_size: int, patch_size: int, num_registers: int,
-                num_workers: int, with_depth: bool = False) -> Iterator[EvalBatch]:
+                num_workers: int, with_depth: bool = False, depth_resize: str = "bilinear") -> Iterator[EvalBatch]:
     """`featnorm.data.eval_pipeline` batches over already resolved shard paths, in order."""
     if image_size % patch_size:
         raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
-    stream = EvalStream(list(paths), image_size, patch_size, with_depth, image_size, 0, 1)
+    stream = EvalStream(list(paths), image_size, patch_size, with_depth, image_size, 0, 1, depth_resize)
     collate = functools.partial(collate_eval, num_registers=num_registers, patch_size=patch_size)
     return iter(DataLoader(stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate))
 
@@ -93,17 +93,19 @@ def shard_batches(shards: list[Path], counts: list[int | None], done: set[str], 
 
 def depth_batches(shards: list[Path], counts: list[int | None], *, batch_size: int = 64, image_size: int = 256,
                   patch_size: int = 16, num_registers: int = 0, num_workers: int = 4, max_images: int | None = None,
-                  seed: int | None = None, shuffle_batches: int = 8) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                  seed: int | None = None, shuffle_batches: int = 8,
+                  depth_resize: str = "bilinear") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """`(pixels (B, L, P), token_ids (B, L, 4), depth (B, S, S))` batches of the first
     `max_images` images. With `seed` (training): shard order permuted (full splits only) and
-    images shuffled within a window of `shuffle_batches` consecutive batches."""
+    images shuffled within a window of `shuffle_batches` consecutive batches. `depth_resize`:
+    see `featnorm.data.eval_pipeline.crop_resize_depth`."""
     quota = image_quota(counts, max_images)
     todo = [p for p, q in zip(shards, quota) if q != 0]
     limit = None if max_images is None else sum(q for q in quota)
     if seed is not None and max_images is None:
         todo = [todo[i] for i in np.random.default_rng(seed).permutation(len(todo))]
     stream = _limited(eval_loader(todo, batch_size, image_size, patch_size, num_registers, num_workers,
-                                  with_depth=True), limit)
+                                  with_depth=True, depth_resize=depth_resize), limit)
     if seed is None:
         for b in stream:
             yield b.pixels, b.token_ids, b.depth

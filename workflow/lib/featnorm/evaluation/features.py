@@ -1,10 +1,18 @@
 """Mean-pooled features of every encoder depth, cached on disk as float16 shards.
 
+What is pooled (as the reference's `validate`): the teacher's `hiddens` (the embedding output
+and every block's output, before the output norm), averaged over every token of the image:
+patches and, when the encoder has them, its register tokens (`pool_registers=False`: patches
+only). Extraction modes (the reference's `validation_extraction_mode`): "all-depths"
+(`extract-layers`: every depth, one linear probe each) or "last-layer" (`lastlayer`: only the
+last block's output, still before the output norm; one probe).
+
 One feature shard per image shard, so an interrupted extraction resumes at image-shard
 granularity without decoding what is done, whatever the number of loader workers:
 
     manifest.json          {"format", "source", "source_shards": [image shard names, in order],
-                            "num_depths", "dim", "dtype",
+                            "num_depths", "dim", "dtype", "depth_indices": [encoder depth of
+                            each feature column] (absent in older caches: 0..num_depths-1),
                             "shards": {image shard name: {"file", "count"}}, "count", "complete"}
     features-00000.pt      {"features": (count, num_depths, dim) float16, "labels": (count,) long,
                             "keys": [sample key] or None}
@@ -36,7 +44,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from featnorm.tokens import is_patch
+from featnorm.tokens import is_padding, is_patch
 
 FORMAT = "featnorm-features-v2"
 MANIFEST = "manifest.json"
@@ -76,11 +84,25 @@ def encode_all_depths(encoder: torch.nn.Module, pixels: torch.Tensor, token_ids:
     return hiddens.float()
 
 
-def mean_pool(hiddens: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """`(depth + 1, B, L, dim)` -> `(B, depth + 1, dim)`, mean over real patch tokens only."""
-    mask = is_patch(token_ids).to(hiddens.dtype)  # (B, L): no registers, no padding
+EXTRACTION_MODES = ("all-depths", "last-layer")
+
+
+def mean_pool(hiddens: torch.Tensor, token_ids: torch.Tensor, include_registers: bool = False) -> torch.Tensor:
+    """`(n, B, L, dim)` -> `(B, n, dim)`, mean over the real patch tokens, and the register
+    tokens too with `include_registers`; padding never counts."""
+    keep = ~is_padding(token_ids) if include_registers else is_patch(token_ids)
+    mask = keep.to(hiddens.dtype)  # (B, L)
     summed = torch.einsum("nbld,bl->bnd", hiddens, mask)
     return summed / mask.sum(1).clamp_min(1)[:, None, None]
+
+
+def select_depths(hiddens: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[int]]:
+    """`(depth + 1, B, L, dim)` -> the extraction mode's depths and their indices."""
+    if mode == "all-depths":
+        return hiddens, list(range(hiddens.shape[0]))
+    if mode == "last-layer":
+        return hiddens[-1:], [hiddens.shape[0] - 1]
+    raise ValueError(f"extraction mode {mode!r} is not one of {EXTRACTION_MODES}")
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
@@ -115,15 +137,20 @@ def extract_features(
     total: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    mode: str = "all-depths",
+    pool_registers: bool = True,
 ) -> dict:
-    """Encode every image and write mean-pooled features of all depths, per image shard.
+    """Encode every image and write mean-pooled features of the mode's depths, per image shard.
 
     make_batches(done): the batches of every image shard not in `done`, batches of several
     shards may interleave (loader workers), a shard's batches in order, the last flagged.
     source_shards: all image shard names in dataset order. source: identifies what is
     extracted (model, shards, settings); resuming with another source is refused rather
-    than mixing features. Returns the final manifest.
+    than mixing features. `mode`, `pool_registers`: see the module docstring. Returns the final
+    manifest.
     """
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"extraction mode {mode!r} is not one of {EXTRACTION_MODES}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -157,7 +184,9 @@ def extract_features(
             else:
                 keys.extend(b.keys)
             token_ids = b.token_ids.to(device, non_blocking=True)
-            pooled = mean_pool(encode_all_depths(encoder, b.pixels.to(device, non_blocking=True), token_ids), token_ids)
+            hiddens, manifest["depth_indices"] = select_depths(
+                encode_all_depths(encoder, b.pixels.to(device, non_blocking=True), token_ids), mode)
+            pooled = mean_pool(hiddens, token_ids, include_registers=pool_registers)
             feats.append(pooled.clamp(-finite, finite).to(torch.float16).cpu())
             labels.append(torch.full((n,), -1, dtype=torch.long) if b.labels is None else b.labels.long().cpu())
             bar.update(n)
@@ -213,6 +242,8 @@ def merge_feature_parts(out_dir: str | Path, parts: list[Path], source_shards: l
             manifest["count"] += int(entry["count"])
         if m["num_depths"] is not None:
             manifest["num_depths"], manifest["dim"] = m["num_depths"], m["dim"]
+        if m.get("depth_indices") is not None:
+            manifest["depth_indices"] = m["depth_indices"]
     missing = [s for s in source_shards if s not in manifest["shards"]]
     if missing:
         raise FeatureCacheError(f"{out_dir}: no rank extracted image shards {missing[:3]}")
@@ -220,6 +251,16 @@ def merge_feature_parts(out_dir: str | Path, parts: list[Path], source_shards: l
     _atomic_write_json(manifest, out_dir / MANIFEST)
     shutil.rmtree(out_dir / ".parts", ignore_errors=True)
     return manifest
+
+
+def feature_depth_indices(feature_dir: str | Path) -> list[int]:
+    """The encoder depth of each feature column of a cache (0 = patch embedding, d = block d)."""
+    manifest = read_manifest(feature_dir)
+    if manifest is None:
+        raise FeatureCacheError(f"{feature_dir}: no {MANIFEST}; run extract_features.py first")
+    if manifest.get("depth_indices") is not None:
+        return [int(d) for d in manifest["depth_indices"]]
+    return list(range(int(manifest["num_depths"] or 0)))
 
 
 def load_features(feature_dir: str | Path, allow_incomplete: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

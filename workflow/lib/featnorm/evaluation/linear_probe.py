@@ -1,9 +1,15 @@
 """One linear classifier per encoder depth, all trained together on cached features.
 
-SPEC section 4: cross-entropy, AdamW lr 1e-3, batch 2048, 50 epochs; features may be
-standardised per depth and channel with the training set's statistics (a linear probe is
-invariant to that up to the optimiser's conditioning, which it helps a lot for raw
-residual-stream features whose scale grows with depth).
+As the reference (`src/validate.py`): raw mean-pooled features; weights uniform in
++-1/sqrt(dim), biases zero; cross-entropy averaged over the batch and the depths; AdamW lr 1e-3
+(constant, no schedule), betas (0.9, 0.999) and weight decay 0.01 (torch's defaults), batch
+2048, 50 epochs; the accuracy reported is that of the final epoch on the validation set, per
+depth, and the best over depths. Ours shuffles the whole training set every epoch (the
+reference shuffles through buffers).
+
+Option `standardize`: standardise each depth and channel with the training set's mean and std
+first. A linear probe is invariant to that up to the optimiser's conditioning, which it helps
+for raw residual-stream features whose scale grows with depth; it is not what the paper did.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from tqdm import tqdm
 
 class MultiDepthLinear(nn.Module):
     """`(B, num_depths, dim)` -> logits `(B, num_depths, num_classes)`, an independent
-    linear map per depth (initialised like nn.Linear)."""
+    linear map per depth (weights uniform in +-1/sqrt(dim), biases zero, as the reference)."""
 
     def __init__(self, num_depths: int, dim: int, num_classes: int):
         super().__init__()
         bound = 1 / math.sqrt(dim)
         self.weight = nn.Parameter(torch.empty(num_depths, dim, num_classes).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num_depths, num_classes).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(num_depths, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bnd,ndc->bnc", x, self.weight) + self.bias
@@ -77,13 +83,16 @@ def train_linear_probes(
     batch_size: int = 2048,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
-    standardize: bool = True,
+    standardize: bool = False,
+    depth_indices: list[int] | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
     """Train one classifier per depth on `(N, num_depths, dim)` features; evaluate on val.
 
+    `depth_indices`: the encoder depth of each feature column (0 = patch embedding, d = output
+    of block d; default 0..num_depths-1), as the feature cache's manifest records them.
     Returns the JSON-ready result: per-depth top-1/top-5 (percent) on the validation
     features, the best and the last depth, and the training loss per epoch (mean over depths
     and per depth).
@@ -99,6 +108,10 @@ def train_linear_probes(
     if num_classes is None:
         num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     n, num_depths, dim = train_features.shape
+    if depth_indices is None:
+        depth_indices = list(range(num_depths))
+    if len(depth_indices) != num_depths:
+        raise ValueError(f"{len(depth_indices)} depth indices given for features of {num_depths} depths")
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     # On a GPU the whole cache fits (ImageNet: 1.28M x 13 x 384 x 2 bytes = 12.8 GB).
@@ -124,9 +137,10 @@ def train_linear_probes(
             logits = probe(x)  # (B, D, C)
             per_depth = F.cross_entropy(logits.permute(0, 2, 1), y[:, None].expand(-1, num_depths),
                                         reduction="none").mean(0)  # (D,)
-            # summing keeps the classifiers independent: each gets exactly its own gradient
+            # the mean over depths, as the reference: each classifier still gets only its own
+            # gradient (scaled by 1/D, which AdamW's update ignores up to its eps)
             opt.zero_grad(set_to_none=True)
-            per_depth.sum().backward()
+            per_depth.mean().backward()
             opt.step()
             total += per_depth.detach().double() * idx.numel()
         epoch_loss = (total / n).tolist()
@@ -140,13 +154,13 @@ def train_linear_probes(
     best = max(range(num_depths), key=lambda d: top1[d])
     return {
         "metric_units": "percent",
-        "depths": list(range(num_depths)),  # 0: patch embedding output, d: output of block d
+        "depths": [int(d) for d in depth_indices],  # 0: patch embedding output, d: output of block d
         "top1": top1,
         "top5": top5,
-        "best_depth": best,
+        "best_depth": int(depth_indices[best]),
         "best_top1": top1[best],
         "best_top5": top5[best],
-        "last_depth": num_depths - 1,
+        "last_depth": int(depth_indices[-1]),
         "last_top1": top1[-1],
         "last_top5": top5[-1],
         "loss_curve": {"epoch": list(range(1, epochs + 1)), "train_loss_mean": curve_mean,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,16 +41,15 @@ def center_square(image: Image.Image, size: int) -> np.ndarray:
     return center_crop_resize(image, size)
 
 
-def images_from_shards(shards: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
+def iter_images_from_shards(shards: str | Path, count: int, size: int = 256, skip: int = 0) -> Iterator[SourceImage]:
     """The first `count` images (after `skip`) of the shards (a split directory with its
-    manifest.json, a directory of .tar files, or a brace pattern), in shard order.
-    Undecodable images are skipped."""
+    manifest.json, a directory of .tar files, or a brace pattern), in shard order, one at a
+    time. Undecodable images are skipped; none at all is an `ImageSourceError`."""
     try:
         paths = resolve_shards(str(shards))
     except ShardError as e:
         raise ImageSourceError(str(e)) from None
-    out: list[SourceImage] = []
-    seen = 0
+    given = seen = 0
     for shard in paths:
         for sample in iter_samples(shard):
             data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
@@ -59,34 +59,61 @@ def images_from_shards(shards: str | Path, count: int, size: int = 256, skip: in
             if seen <= skip:
                 continue
             try:
-                out.append(SourceImage(sample["__key__"], center_square(Image.open(io.BytesIO(data)), size)))
+                image = SourceImage(sample["__key__"], center_square(Image.open(io.BytesIO(data)), size))
             except Exception:  # noqa: BLE001 - a corrupt image is skipped, not fatal
                 continue
-            if len(out) == count:
-                return out
-    if not out:
+            yield image
+            given += 1
+            if given == count:
+                return
+    if not given:
         raise ImageSourceError(f"no decodable images found in shards {shards}")
-    return out
 
 
-def images_from_folder(folder: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
-    """The first `count` images (after `skip`) of a folder (searched recursively, sorted by path)."""
+def iter_images_from_folder(folder: str | Path, count: int, size: int = 256, skip: int = 0) -> Iterator[SourceImage]:
+    """The first `count` images (after `skip`) of a folder (searched recursively, sorted by
+    path), one at a time."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageSourceError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-    out: list[SourceImage] = []
+    given = 0
     for p in files[skip:]:
         try:
             with Image.open(p) as img:
-                out.append(SourceImage(p.stem, center_square(img, size)))
+                image = SourceImage(p.stem, center_square(img, size))
         except Exception:  # noqa: BLE001
             continue
-        if len(out) == count:
-            break
-    if not out:
+        yield image
+        given += 1
+        if given == count:
+            return
+    if not given:
         raise ImageSourceError(f"no decodable images ({', '.join(IMAGE_EXTS)}) found in {folder}")
-    return out
+
+
+def images_from_shards(shards: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
+    return list(iter_images_from_shards(shards, count, size, skip))
+
+
+def images_from_folder(folder: str | Path, count: int, size: int = 256, skip: int = 0) -> list[SourceImage]:
+    return list(iter_images_from_folder(folder, count, size, skip))
+
+
+def iter_images(
+    shards: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    count: int = 4,
+    size: int = 256,
+    skip: int = 0,
+) -> Iterator[SourceImage]:
+    """Images from exactly one of `shards` and `image_dir`, one at a time (for thousands of
+    images, which a list would hold in memory)."""
+    if (shards is None) == (image_dir is None):
+        raise ImageSourceError("give exactly one of --shards DIR (validation shards) or --image-dir DIR")
+    if shards is not None:
+        return iter_images_from_shards(shards, count, size, skip)
+    return iter_images_from_folder(image_dir, count, size, skip)
 
 
 def load_images(
@@ -96,11 +123,7 @@ def load_images(
     size: int = 256,
     skip: int = 0,
 ) -> list[SourceImage]:
-    if (shards is None) == (image_dir is None):
-        raise ImageSourceError("give exactly one of --shards DIR (validation shards) or --image-dir DIR")
-    if shards is not None:
-        return images_from_shards(shards, count, size, skip)
-    return images_from_folder(image_dir, count, size, skip)
+    return list(iter_images(shards, image_dir, count, size, skip))
 
 
 def patchify(image: np.ndarray, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

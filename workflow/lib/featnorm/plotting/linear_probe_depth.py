@@ -2,7 +2,8 @@
 copies: the mean over seeds, with a band of ± one standard deviation).
 
 Depth 0 is the patch-embedding output, depth d the output of block d (SPEC 4: 13 depths for 12
-blocks). Each line's best depth is marked; random-init baselines are dashed.
+blocks; the probe JSON's `depths` says which, e.g. only the last with the "last-layer"
+extraction mode). Each line's best depth is marked; random-init baselines are dashed.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def make_linear_probe_depth(runs: list[RunResults], paths: list[str | Path], key
         acc, std, n = group_curve(g, key)
         if n == 0:
             continue
-        depth = np.arange(acc.size)
+        depths = next((r.linear_probe.get("depths") for r in g.runs if r.linear_probe and r.linear_probe.get("depths")), None)
+        depth = np.asarray(depths if depths is not None and len(depths) == acc.size else range(acc.size), dtype=float)
         label = g.name + (f" (n={n})" if n > 1 else "") + (" [random init]" if g.baseline else "")
         ax.plot(depth, acc, marker="o", ms=4, lw=1.5, color=colors[g.name], label=label,
                 ls="--" if g.baseline else "-")
         if n > 1:
             ax.fill_between(depth, acc - std, acc + std, color=colors[g.name], alpha=0.2, lw=0)
         best = int(np.nanargmax(acc))
-        ax.plot([best], [acc[best]], marker="*", ms=13, color=colors[g.name], mec="black", mew=0.6, zorder=5)
+        ax.plot([depth[best]], [acc[best]], marker="*", ms=13, color=colors[g.name], mec="black", mew=0.6, zorder=5)
         drawn += 1
     ax.set_xlabel("depth (0 = patch embedding, d = output of block d)")
     ax.set_ylabel(f"linear probe {key.replace('top', 'top-')} (%)")

@@ -4,15 +4,20 @@ For one evaluation image (a `gh x gw` patch grid, 16 x 16 for 256 x 256 pixels) 
 random context/target splits exactly as the training pipeline does (whole windows; the number
 of context windows uniform in `data.windows.context_window_range`), put one split per batch
 row (context segment, then target segment, the run's segment lengths), and run the I-JEPA
-module with `predict_all_targets=True`, which returns the smooth-L1 loss of every target slot
-`(B, Lt)`. A position's map value is the mean of its losses over the masks in which it was a
-target:
+module on them (`predicted_tokens`). By default that is the training forward, as the
+reference's plot-sample-losses does: every row is repeated `batch_repeat` (4) times and each
+copy predicts a random 25 % of the target windows from a random 25 % of the context windows;
+forward mode "predict-all" predicts every target token from every context token instead. A
+position's map value is the mean of its losses over every prediction of it (mask m, copy j):
 
-    map[r, c] = sum_m loss_m(r, c) [ (r, c) in targets_m ] / sum_m [ (r, c) in targets_m ]
+    map[r, c] = sum_{m,j} loss_{m,j}(r, c) [ (r, c) predicted in (m, j) ] / sum_{m,j} [ ... ]
 
 Rows are independent (attention never crosses samples), so batching many masks per forward
-gives the same numbers as one mask at a time (checked in tests/test_plotting_loss_maps.py),
-except for target norms that use batch statistics (`batchnorm`), which depend on the batch.
+gives the same numbers as one mask (and one copy) at a time (checked in
+tests/test_plotting_loss_maps.py), except for target norms that use batch statistics
+(`batchnorm`), which depend on the batch. Per image we also keep the reference's per-sample
+statistics: the mean over rows (masks x copies) of each row's mean token loss and of its
+token-loss variance.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from featnorm.data.windows import context_window_range, window_token_index
 from featnorm.plotting.image_grid import column_colorbar, image_grid, save_image_grid
 from featnorm.plotting.image_sources import SourceImage, patchify
 from featnorm.plotting.model_io import autocast_for, load_ijepa
+from featnorm.plotting.predicted_tokens import predicted_tokens, row_loss_stats
 from featnorm.plotting.run_results import FigureInputError, RunResults
 from featnorm.plotting.style import plt
 from featnorm.tokens import COL, REGISTER, ROW, SAMPLE, is_patch, padding_ids
@@ -135,9 +141,11 @@ def accumulate_token_losses(
 
 @dataclass
 class LossMap:
-    mean: np.ndarray  # (gh, gw) mean loss per position over the masks where it was a target (NaN if never)
-    count: np.ndarray  # (gh, gw) number of masks in which the position was a target
-    token_losses: np.ndarray | None  # (N,) every real target token's loss, when kept
+    mean: np.ndarray  # (gh, gw) mean loss per position over its predictions (NaN if never predicted)
+    count: np.ndarray  # (gh, gw) number of predictions of the position (masks x copies)
+    token_losses: np.ndarray | None  # (N,) every predicted real target token's loss, when kept
+    sample_mean: float = float("nan")  # mean over rows (masks x copies) of the row's mean token loss
+    sample_var: float = float("nan")  # mean over rows of the row's token-loss variance (unbiased)
 
 
 @torch.no_grad()
@@ -150,26 +158,34 @@ def compute_loss_map(
     seed: int = 0,
     device: torch.device | str = "cpu",
     keep_token_losses: bool = False,
+    forward: str = "training",
 ) -> LossMap:
-    """The loss map of one `(H, W, 3)` uint8 image under `num_masks` random splits (seeded:
-    the same seed gives the same masks for every run, so runs are compared on equal masks)."""
+    """The loss map of one `(H, W, 3)` uint8 image under `num_masks` random splits and the
+    forward mode `forward` ("training" or "predict-all", see the module docstring). Seeded: the
+    same seed gives the same masks and window draws for every run of the same config, so runs
+    are compared on equal masks. `batch_size` counts masks (rows before the batch repeat)."""
     device = torch.device(device)
     pixels, _, _ = patchify(image, cfg.model.patch_size)
     pixels = pixels.to(device)
     gh, gw = image.shape[0] // cfg.model.patch_size, image.shape[1] // cfg.model.patch_size
     layout = mask_layout(cfg, gh, gw)
     rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)  # the training forward's window draws
     sums = torch.zeros(gh * gw, dtype=torch.float64)
     counts = torch.zeros(gh * gw, dtype=torch.float64)
     kept: list[np.ndarray] = []
+    row_means, row_vars = [], []
     model.eval()
     done = 0
     while done < num_masks:
         b = min(batch_size, num_masks - done)
         batch = draw_mask_rows(pixels, layout, b, rng)
         with autocast_for(device):
-            out = model(batch, predict_all_targets=True)
-        losses = accumulate_token_losses(out.token_losses.float().cpu(), batch.target_ids.cpu(), gw, sums, counts)
+            pred = predicted_tokens(model, batch, forward, gen)
+        losses = accumulate_token_losses(pred.token_losses.cpu(), pred.target_ids.cpu(), gw, sums, counts)
+        mean_r, var_r = row_loss_stats(pred)
+        row_means.append(mean_r.cpu())
+        row_vars.append(var_r.cpu())
         if keep_token_losses:
             kept.append(losses.numpy().astype(np.float32))
         done += b
@@ -178,6 +194,8 @@ def compute_loss_map(
         mean=mean.view(gh, gw).numpy(),
         count=counts.view(gh, gw).numpy(),
         token_losses=np.concatenate(kept) if keep_token_losses else None,
+        sample_mean=float(torch.cat(row_means).nanmean()),
+        sample_var=float(torch.cat(row_vars).nanmean()),
     )
 
 
@@ -195,6 +213,7 @@ def make_loss_map_figure(
     paths: list[str | Path],
     num_masks: int,
     cmap: str = "inferno",
+    forward: str = "training",
 ) -> plt.Figure:
     """Rows: images. Columns: the image, then per run `image x loss / max(loss)` (each image's map
     normalized by its own maximum) and the loss heatmap on one colour scale per run, shown by the
@@ -215,7 +234,8 @@ def make_loss_map_figure(
         axes[0, c_over].set_title(f"{run}\nimage × loss/max", fontsize=9)
         axes[0, c_heat].set_title(f"{run}\nmean token loss", fontsize=9)
         column_colorbar(fig, im, axes[:, c_heat], f"{run}: loss, scale {vmin:.3g}–{vmax:.3g}")
-    return save_image_grid(fig, axes, f"Per-token loss averaged over {num_masks:,} random masks", paths)
+    how = "training forward: every mask x batch repeat" if forward == "training" else "every target predicted"
+    return save_image_grid(fig, axes, f"Per-token loss averaged over {num_masks:,} random masks ({how})", paths)
 
 
 def save_maps(path: str | Path, images: list[SourceImage], maps: dict[str, list[np.ndarray]],
@@ -240,17 +260,15 @@ def loss_maps_for_runs(
     device: torch.device | str = "cpu",
     keep_token_losses: bool = False,
     progress: bool = True,
-) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
-    """For every run (its model.pt) and image: `(maps, counts, token_losses)`, the first two
-    run -> one `(gh, gw)` array per image, the last run -> `(N,)` losses of all images (only
-    with `keep_token_losses`). Image i gets mask seed `seed + i` in every run."""
-    maps: dict[str, list[np.ndarray]] = {}
-    counts: dict[str, list[np.ndarray]] = {}
-    losses: dict[str, np.ndarray] = {}
+    forward: str = "training",
+) -> dict[str, list[LossMap]]:
+    """For every run (its model.pt): one `LossMap` per image. Image i gets mask seed `seed + i`
+    in every run."""
+    out: dict[str, list[LossMap]] = {}
     for run in runs:
         model, cfg = load_ijepa(run.model_path, device)
         unit = cfg.model.patch_size * cfg.model.window_size
-        maps[run.name], counts[run.name], kept = [], [], []
+        out[run.name] = []
         for i, img in enumerate(tqdm(images, desc=f"loss maps {run.name}", disable=not progress)):
             h, w = img.pixels.shape[:2]
             if h % unit or w % unit:
@@ -262,12 +280,18 @@ def loss_maps_for_runs(
                     print(f"note: {h}x{w} images have more windows than run {run.name}'s training rows hold "
                           f"(data.max_context_tokens / max_target_tokens); masks keep its context ratios "
                           f"({layout.lo}-{layout.hi} of {layout.num_windows} windows) in larger rows", file=sys.stderr)
-            lm = compute_loss_map(model, cfg, img.pixels, num_masks, batch_size, seed + i, device, keep_token_losses)
-            maps[run.name].append(lm.mean)
-            counts[run.name].append(lm.count)
-            if keep_token_losses:
-                kept.append(lm.token_losses)
-        if keep_token_losses:
-            losses[run.name] = np.concatenate(kept)
+            out[run.name].append(compute_loss_map(model, cfg, img.pixels, num_masks, batch_size, seed + i, device,
+                                                  keep_token_losses, forward))
         del model
-    return maps, counts, losses
+    return out
+
+
+def maps_and_counts(results: dict[str, list[LossMap]]) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """run -> per-image mean maps, and run -> per-image counts."""
+    return ({run: [lm.mean for lm in lms] for run, lms in results.items()},
+            {run: [lm.count for lm in lms] for run, lms in results.items()})
+
+
+def pooled_token_losses(results: dict[str, list[LossMap]]) -> dict[str, np.ndarray]:
+    """run -> every kept token loss of every image, `(N,)`."""
+    return {run: np.concatenate([lm.token_losses for lm in lms]) for run, lms in results.items()}

@@ -17,6 +17,7 @@ from featnorm.evaluation.checkpoint_loading import CheckpointError
 from featnorm.plotting.image_sources import SourceImage, load_images
 from featnorm.plotting.model_io import resolve_device
 from featnorm.plotting.run_groups import RunGroup, group_runs, parse_reference
+from featnorm.plotting.predicted_tokens import FORWARD_MODES
 from featnorm.plotting.run_results import FigureInputError, RunResults, load_runs
 
 # errors that are the user's input, not bugs: scripts report them in one line
@@ -76,11 +77,12 @@ def figure_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[P
     return paths
 
 
-def add_image_options(p: argparse.ArgumentParser) -> None:
+def add_image_options(p: argparse.ArgumentParser, num_images: int = 4,
+                      what: str = "images to show, one figure row each") -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--shards", metavar="DIR", help="validation shards (WebDataset .tar files, with manifest.json)")
     src.add_argument("--image-dir", metavar="DIR", help="a folder of your own images (searched recursively)")
-    p.add_argument("--num-images", type=int, default=4, help="images to show, one figure row each (default 4)")
+    p.add_argument("--num-images", type=int, default=num_images, help=f"{what} (default {num_images})")
     p.add_argument("--skip-images", type=int, default=0, help="skip this many images of the source first (default 0)")
     p.add_argument("--image-size", type=int, default=256,
                    help="centre crop resized to this square side in pixels (default 256: a 16 x 16 grid of 16 px patches)")
@@ -90,10 +92,14 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
 
 
-def add_mask_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--masks", type=int, default=8000, help="random context/target masks per image (default 8000, as the paper)")
+def add_mask_options(p: argparse.ArgumentParser, masks: int = 8000) -> None:
+    p.add_argument("--masks", type=int, default=masks, help=f"random context/target masks per image (default {masks})")
     p.add_argument("--batch-size", type=int, default=256, help="masks per forward pass (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks; every run sees the same masks (default 0)")
+    p.add_argument("--forward", choices=FORWARD_MODES, default="training",
+                   help="training (default, as the reference): each mask's row repeated batch_repeat times, every "
+                        "copy predicting a random target_capacity of its target windows; predict-all: every "
+                        "target token predicted from every context token")
 
 
 def require_models(p: argparse.ArgumentParser, runs: list[RunResults]) -> None:
@@ -127,18 +133,20 @@ def figure_parser(description: str) -> argparse.ArgumentParser:
 
 def image_figure_parser(
     description: str,
-    masks: bool = False,
+    masks: bool | int = False,
     own_options: Callable[[argparse.ArgumentParser], None] | None = None,
     extra_output: str | None = None,
 ) -> argparse.ArgumentParser:
     """The parser of a per-image figure script (loss maps, PCA, token energy, ...), options in
-    this order: runs, image source, masks (with `masks`), the script's `own_options`, device,
-    outputs (PNG, PDF and `extra_output`, e.g. "csv")."""
+    this order: runs, image source, masks (with `masks`; an int sets the default of --masks),
+    the script's `own_options`, device, outputs (PNG, PDF and `extra_output`, e.g. "csv")."""
     p = figure_parser(description)
     add_run_options(p)
     add_image_options(p)
-    if masks:
+    if masks is True:
         add_mask_options(p)
+    elif masks:
+        add_mask_options(p, int(masks))
     if own_options is not None:
         own_options(p)
     add_device_option(p)

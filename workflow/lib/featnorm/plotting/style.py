@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never open a window (clusters have no display)
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
@@ -33,3 +34,16 @@ def save_figure(fig: plt.Figure, paths: list[str | Path]) -> list[Path]:
         written.append(p)
     plt.close(fig)
     return written
+
+
+def quantile_scale(x: np.ndarray, q: float = 0.99) -> np.ndarray:
+    """Map the `1 - q` and `q` quantiles of all finite values (pooled over every axis) to 0 and
+    1 and clip, as the reference's `scale_to_zero_one`; NaN stays NaN, constant input -> 0.5."""
+    x = np.asarray(x, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.zeros_like(x)
+    lo, hi = np.quantile(finite, [1 - q, q])
+    if hi <= lo:
+        return np.where(np.isfinite(x), 0.5, np.nan)
+    return np.clip((x - lo) / (hi - lo), 0, 1)

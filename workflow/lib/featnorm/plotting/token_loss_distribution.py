@@ -1,7 +1,8 @@
 """The distribution of per-token losses, per run (the paper: DynTanh is longer-tailed than LN).
 
-The losses are every real target token's smooth-L1 loss under the same random masks the loss
-maps use (`loss_maps.compute_loss_map(..., keep_token_losses=True)`), pooled over images.
+The losses are every predicted real target token's smooth-L1 loss under the same random masks
+and forward the loss maps use (`loss_maps.compute_loss_map(..., keep_token_losses=True)`; by
+default the training forward, as the reference), pooled over images.
 Left: density of the losses on a log axis; right: the survival function of loss / median on
 log-log axes, where the tails show independently of each run's loss scale. Tail statistics (99th percentile, excess kurtosis, ...) are in the
 legend and in a CSV.
