@@ -46,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how the cropped ground truth is resized to the image size: bilinear with antialiasing "
                         "(the reference: torchvision Resize) or nearest (invents no depths across object edges)")
     p.add_argument("--grad-weight", type=float, default=0.2, help="weight of the gradient-matching loss")
-    p.add_argument("--feature-depth", type=int, default=None,
-                   help="index into the encoder's depths (0 = embedding, d = block d); default: 4th block from the end")
+    p.add_argument("--feature-depth", type=int, default=-4,
+                   help="index into the encoder's depths: 0 = embedding, d = block d; negative from the end "
+                        "(-1 = last block; -4 = the 4th block from the end, the reference's, or the first block "
+                        "of a shallower encoder)")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--max-train-images", type=int, default=None, help="only the first N training images (demo/tests)")
@@ -69,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(batch_size=args.batch_size, image_size=args.image_size, patch_size=cfg.model.patch_size,
                       num_registers=enc_cfg.num_registers, num_workers=args.num_workers,
                       depth_resize=args.depth_resize)
-        if args.feature_depth is not None and not 0 <= args.feature_depth <= enc_cfg.depth:
-            raise ValueError(f"--feature-depth {args.feature_depth} is outside 0..{enc_cfg.depth} for this encoder")
         result, strips = train_depth_probe(
             encoder,
             lambda epoch: depth_batches(train, train_counts, max_images=args.max_train_images,
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: depth_batches(val, val_counts, max_images=args.max_val_images, **common),
             encoder_depth=enc_cfg.depth, dim=enc_cfg.dim, epochs=args.epochs, lr=args.lr, betas=tuple(args.betas),
             weight_decay=args.weight_decay, grad_weight=args.grad_weight, normalize_prediction=args.normalize_prediction,
-            depth_index=args.feature_depth,
+            feature_depth=args.feature_depth,
             device=device, seed=args.seed, num_strip_images=args.num_strips, progress=not args.no_progress,
         )
         save_depth_strips(strips, args.strips, cfg.model.patch_size)

@@ -1,5 +1,6 @@
 """The depth probe head, token-to-grid placement, training on a tiny encoder and the strips."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -85,3 +86,14 @@ def test_depth_probe_trains_and_reports_metrics_and_strips(tmp_path):
     save_depth_strips(strips, path, patch_size=4)
     w, h = Image.open(path).size
     assert w == 3 * 16 + 8 and h == 2 * 16 + 4
+
+
+def test_feature_depth_counts_blocks_from_the_end_as_the_reference_and_stops_at_the_first_block():
+    from featnorm.evaluation.depth_probe import probe_depth_index
+
+    assert probe_depth_index(12) == 9  # the reference's all_layer_features[-4] of 13 entries
+    assert probe_depth_index(4, -2) == 3 and probe_depth_index(4, -1) == 4
+    assert probe_depth_index(2) == 1  # shallower than 4 blocks: the first block
+    assert probe_depth_index(4, 0) == 0
+    with pytest.raises(ValueError, match="beyond the 4 blocks"):
+        probe_depth_index(4, 5)

@@ -287,7 +287,10 @@ if FIGS.get("image_dir"):
 else:
     IMAGE_SOURCE = f"--shards {shard_dir('imagenet', 'val')}"
     IMAGE_INPUT = [manifest("imagenet", "val")]
-DEVICE_RULE_THREADS = 4
+# CPU threads per job of each kind (config `threads`): the defaults suit a GPU node; the CPU
+# demo sets 1 so that Snakemake runs two small jobs at once on two cores.
+THREADS = {"pretrain": 8, "evaluation": 4, "figures": 4, **config.get("threads", {})}
+DEVICE_RULE_THREADS = THREADS["figures"]
 
 
 def figure(name):

@@ -40,7 +40,7 @@ rule extract_features:
         pool=EVAL.get("pool", "all-tokens"),
         code=CODE["evaluate"],
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=EVAL.get("gpus", 1),  # > 1: torchrun, image shards split among the processes
     log:
@@ -74,7 +74,7 @@ rule linear_probe:
             else "--no-standardize"
         ),
         code=CODE["evaluate"],
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=1,
     log:
@@ -118,7 +118,7 @@ rule knn_probe:
         val=lambda wc, input: os.path.dirname(input.val),
         options=KNN_OPTIONS,
         code=CODE["evaluate"],
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=1,
     log:
@@ -153,7 +153,7 @@ rule extract_snapshot_features:
         pool=EVAL.get("pool", "all-tokens"),
         code=CODE["evaluate"],
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=EVAL.get("gpus", 1),
     log:
@@ -181,7 +181,7 @@ rule knn_snapshot:
         val=lambda wc, input: os.path.dirname(input.val),
         options=KNN_OPTIONS,
         code=CODE["evaluate"],
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=1,
     log:
@@ -219,10 +219,11 @@ rule depth_probe:
         # default: the reference's loss (only the ground truth normalised) and bilinear GT resize
         options=(
             ("--normalize-prediction " if EVAL.get("depth_probe", {}).get("normalize_prediction") else "")
-            + f"--depth-resize {EVAL.get('depth_probe', {}).get('depth_resize', 'bilinear')}"
+            + f"--depth-resize {EVAL.get('depth_probe', {}).get('depth_resize', 'bilinear')} "
+            + f"--feature-depth {EVAL.get('depth_probe', {}).get('feature_depth', -4)}"
         ),
         code=CODE["evaluate"],
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=1,
     log:
@@ -253,7 +254,7 @@ rule lidar:
         images=EVAL.get("lidar", {}).get("images", 1000),
         augmentations=EVAL.get("lidar", {}).get("augmentations", 50),
         code=CODE["evaluate"],
-    threads: 4
+    threads: THREADS["evaluation"]
     resources:
         gpu=1,
     log:

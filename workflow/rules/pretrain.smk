@@ -43,7 +43,7 @@ rule pretrain:
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
         # CPU threads per process
         threads=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
-    threads: 8
+    threads: THREADS["pretrain"]
     resources:
         gpu=lambda wc: run_gpus(wc.run),
     log:

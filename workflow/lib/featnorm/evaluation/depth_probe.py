@@ -48,10 +48,17 @@ class DepthHead(nn.Module):
         return F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def probe_depth_index(encoder_depth: int) -> int:
-    """Index into `hiddens` (0 = embedding, d = block d) of the 4th block from the end;
-    the first block for encoders shallower than 4 blocks (tiny test models)."""
-    return max(encoder_depth - 3, 1 if encoder_depth >= 1 else 0)
+def probe_depth_index(encoder_depth: int, feature_depth: int = -4) -> int:
+    """Index into `hiddens` (0 = embedding, d = block d) of the probed features.
+
+    `feature_depth` >= 0 is that index; negative counts blocks from the end as the
+    reference's list of every depth (-4: the 4th block from the end, index depth - 3), and
+    stops at the first block for encoders shallower than that (tiny test models)."""
+    if feature_depth >= 0:
+        if feature_depth > encoder_depth:
+            raise ValueError(f"feature depth {feature_depth} is beyond the {encoder_depth} blocks of this encoder")
+        return feature_depth
+    return max(encoder_depth + 1 + feature_depth, 1 if encoder_depth >= 1 else 0)
 
 
 def tokens_to_grid(tokens: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -88,7 +95,7 @@ def train_depth_probe(
     weight_decay: float = 0.01,
     grad_weight: float = 0.2,
     normalize_prediction: bool = False,
-    depth_index: int | None = None,
+    feature_depth: int = -4,
     device: str | torch.device = "cpu",
     seed: int = 0,
     num_strip_images: int = 4,
@@ -103,8 +110,7 @@ def train_depth_probe(
     """
     device = torch.device(device)
     torch.manual_seed(seed)
-    if depth_index is None:
-        depth_index = probe_depth_index(encoder_depth)
+    depth_index = probe_depth_index(encoder_depth, feature_depth)
     encoder.eval()  # frozen and in eval mode (DiffMoE routing)
     head = DepthHead(dim).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
