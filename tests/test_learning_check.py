@@ -44,7 +44,7 @@ def demo_run_config(shards: Path, seed: int = 0, run: str = "tanh"):
     return run_config_from_dict(cfg)
 
 
-def make_data(root: Path, n_train: int = 1000, n_val: int = 500) -> Path:
+def make_data(root: Path, n_train: int = 2000, n_val: int = 500) -> Path:
     write_classification_demo(root / "raw", seed=0, n_train=n_train, n_val=n_val)
     for split in ("train", "val"):
         pack_imagefolder(root / "raw" / split, root / split, split=split, shard_bytes=8_000_000)
