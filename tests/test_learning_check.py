@@ -2,15 +2,20 @@
 make the teacher's features better than its own random initialisation.
 
 Trains the demo's tiny model (config/demo.yaml `defaults` + the `tanh` run) for the demo's
-steps on a small generated set and compares the k-NN top-1 (best depth) of the trained
-teacher with that of the same seed's untrained teacher, on the same images.
+steps on the demo's generated set (2,000 train / 500 val images) and compares the k-NN
+top-1 (best depth) of the trained teacher with that of the same seed's untrained teacher.
 
-Why MARGIN is 4 points: on this set (1,000 train / 500 val images, k-NN over 500 queries,
-binomial standard error about 2 points per accuracy) the gain measured over seeds 0-2 was
-+8 to +11 points; with the loss computed against another row's targets, or with an EMA
-that never updates the teacher, it was -1 to +1 (measurements in the issue-12 note). A
-margin of 4 sits more than 2 standard errors of a difference above the broken cases and
-below the smallest healthy gain.
+Weight decay is off here (the demo trains with the reference's 0.05): measured, weight decay
+alone moves the k-NN top-1 of the random init by about +5 points on this set (a run whose
+loss used another row's targets gained +5.4 with it, +0.2 without), so with it the check
+could not tell a broken objective from a working one.
+
+Why MARGIN is 3 points (seed 0, measured; CPU, one thread, deterministic): the working
+objective gains +7.4 points; the loss against another row's targets +0.2; an EMA that
+never updates the teacher 0.0. Across seeds the effect is noisy at this scale (seed 1:
++5.4 working, +4.4 with wrong targets; the binomial standard error of one accuracy on 500
+images is about 2 points), which is why the check is a fixed-seed regression test and the
+demo's table reports the mean over seeds.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from featnorm.evaluation.knn_probe import knn_probe
 from featnorm.ijepa.run_model import initial_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MARGIN = 4.0  # k-NN top-1 points (see the module docstring)
+MARGIN = 3.0  # k-NN top-1 points (see the module docstring)
 IMAGE_SIZE = 128  # the demo's evaluation.image_size
 
 
@@ -40,7 +45,8 @@ def demo_run_config(shards: Path, seed: int = 0, run: str = "tanh"):
     overrides = {k: v for k, v in demo["runs"][run].items() if k not in ("description", "enabled", "seeds")}
     cfg = deep_merge(demo["defaults"], overrides)
     cfg = deep_merge(cfg, {"name": run, "seed": seed, "data": {"train_shards": str(shards), "num_workers": 0},
-                           "train": {"lidar_every": 0, "rankme_every": 0, "checkpoint_every": 10**9}})
+                           "train": {"lidar_every": 0, "rankme_every": 0, "checkpoint_every": 10**9,
+                                     "weight_decay": 0.0}})
     return run_config_from_dict(cfg)
 
 
