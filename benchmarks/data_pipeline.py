@@ -1,18 +1,25 @@
 #!/usr/bin/env python
 """Benchmark the training data pipeline; writes JSON.
 
-Measures images per second of TrainLoader (decode, resize, patchify, split, pack, float
+Throughput: images per second of TrainLoader (decode, resize, patchify, split, pack, float
 batches) with 0, 1 and 2 DataLoader workers on (a) the demo classification shards and
 (b) shards of natural-looking JPEGs (1/f-noise colour images, quality 90, sides 64-320),
-and packing efficiency (real tokens / slots) of the context and target segments at the
-paper's settings (max side 256, 128 + 192 tokens, 64 rows per pack), on those shards and
-on ImageNet-like image sizes (short side 256, common aspect ratios; sizes only), the latter
-also with `data.packing_rebalance: false` (every image keeps its drawn split).
+at the paper's settings with the default packing.
+
+Packing: for each packing mode (`first-fit`, the default and the reference's; `best-fit`;
+`best-fit` with `packing_rebalance`) at the paper's settings (max side 256, 128 + 192
+tokens, 64 rows per pack) and the demo's (config/demo.yaml: max side 128, 32 + 48 tokens,
+16 rows per pack): the fill of the context and target segments (real tokens / slots),
+images per row, and the mean context fraction (context windows / windows per image) as
+drawn and as packed, on ImageNet-like image sizes (short side 256, common aspect ratios;
+sizes only) and on the demo shards (the real pipeline). The first packs and the last,
+partial one are left out (the best-fit buffer fills up first).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -24,19 +31,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
 
 from featnorm.data.demo_classification import write_classification_demo  # noqa: E402
 from featnorm.data.imagefolder import pack_imagefolder  # noqa: E402
-from featnorm.data.packing import PackItem, Packer, packing_efficiency  # noqa: E402
+from featnorm.config import run_config_from_dict  # noqa: E402
+from featnorm.data.packing import PackItem, packing_efficiency  # noqa: E402
 from featnorm.data.resize import random_resize_shape  # noqa: E402
 from featnorm.data.shards import ShardWriter  # noqa: E402
 from featnorm.data.train_pipeline import PipelineSpec, TrainLoader, num_images  # noqa: E402
 from featnorm.data.windows import context_window_range  # noqa: E402
+from featnorm.tokens import PAD_ID, SAMPLE  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 PAPER = PipelineSpec.defaults()  # max side 256, 128 + 192 tokens, 64 rows per pack
+PACKINGS = {"first-fit": {"packing": "first-fit"}, "best-fit": {"packing": "best-fit"},
+            "best-fit-rebalance": {"packing": "best-fit", "packing_rebalance": True}}
+
+
+def demo_spec() -> PipelineSpec:
+    """The data settings of config/demo.yaml's `defaults` (max side 128, 32 + 48 tokens, 16 rows)."""
+    defaults = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["defaults"]
+    return PipelineSpec.from_config(run_config_from_dict(defaults))
 
 
 def natural_jpeg(rng: np.random.Generator) -> bytes:
@@ -89,45 +108,98 @@ def throughput(shards: Path, workers: int, epochs: int, batch_size: int) -> dict
             "efficiency_full_batches": {"context": eff[0], "target": eff[1]}}
 
 
-def packs_on_shards(shards: Path) -> dict:
-    loader = TrainLoader(shards, PAPER, batch_size=64, seed=0)
-    effs = []
+def _summary(packs: list[dict], skip: int = 2) -> dict:
+    """Mean fill, images per row and context fractions over full packs, the first `skip` and
+    the last (the flush) left out."""
+    rows = packs[0]["rows"]
+    full = [p for p in packs[:-1] if p["rows"] == rows][skip:]
+    if not full:
+        return {"packs": 0}
+    ctx = [f for p in full for f in p["context_fraction_packed"]]
+    out = {
+        "packs": len(full),
+        "rows_per_pack": rows,
+        "images": sum(p["images"] for p in full),
+        "context_fill": float(np.mean([p["fill"][0] for p in full])),
+        "target_fill": float(np.mean([p["fill"][1] for p in full])),
+        "context_fill_min": float(np.min([p["fill"][0] for p in full])),
+        "target_fill_min": float(np.min([p["fill"][1] for p in full])),
+        "images_per_row": sum(p["images"] for p in full) / sum(p["rows"] for p in full),
+        "mean_context_fraction_packed": float(np.mean(ctx)),
+    }
+    drawn = [f for p in full for f in p.get("context_fraction_drawn", [])]
+    if drawn:
+        out["mean_context_fraction_drawn"] = float(np.mean(drawn))
+    return out
+
+
+def _packed_fractions(token_ids: np.ndarray, context_length: int) -> list[float]:
+    """Context windows / windows of every image of a pack (from its token ids)."""
+    s = np.asarray(token_ids)[..., SAMPLE]
+    ids = s[s != PAD_ID]
+    total = np.bincount(ids)
+    ctx = np.bincount(s[:, :context_length][s[:, :context_length] != PAD_ID], minlength=len(total))
+    return (ctx[total > 0] / total[total > 0]).tolist()
+
+
+def packs_on_shards(shards: Path, spec: PipelineSpec) -> dict:
+    """The real pipeline (decode, resize, split, pack) over one epoch of `shards`."""
+    loader = TrainLoader(shards, spec, batch_size=spec.rows_per_pack, seed=0)
+    packs = []
     for d in loader.packs(0):
-        if d["token_ids"].shape[0] == 64 and len(effs) < 10**6:
-            effs.append(packing_efficiency(d["token_ids"], d["context_length"]))
-    e = np.array(effs[:-1]) if len(effs) > 1 else np.array(effs)  # the last full pack may hold the flush
-    return {"packs": len(e), "context": float(e[:, 0].mean()), "target": float(e[:, 1].mean())}
+        packs.append({"rows": d["token_ids"].shape[0], "images": int(d["num_images"]),
+                      "fill": packing_efficiency(d["token_ids"], d["context_length"]),
+                      "context_fraction_packed": _packed_fractions(d["token_ids"], d["context_length"])})
+    return _summary(packs)
 
 
-def packs_imagenet_like(n: int = 30000, seed: int = 0, rebalance: bool = True) -> dict:
-    """`rebalance=False`: the packer keeps every image's drawn split (data.packing_rebalance)."""
+def packs_imagenet_like(spec: PipelineSpec, n: int = 30000, seed: int = 0) -> dict:
+    """Packing only (zero pixels) of `n` images of ImageNet-like sizes under `spec`."""
     rng = np.random.default_rng(seed)
-    packer = Packer(64, 128, 192, 2, 3, rebalance=rebalance)
-    effs, drawn, used = [], [], []
-    items = {}
+    packer = spec.packer()
+    unit = spec.patch_size * spec.window_size
+    w2 = spec.window_size**2
+    lc = spec.segments[0]
+    packs, drawn = [], {}
     t = time.perf_counter()
+
+    def record(p):
+        packs.append({"rows": p.pixels.shape[0], "images": p.num_images, "fill": packing_efficiency(p.token_ids, lc),
+                      "context_fraction_packed": [c / w for c, w in zip(p.num_context, p.num_windows)],
+                      "context_fraction_drawn": [drawn.pop(k) for k in p.keys]})
+
     for i in range(n):
         a = rng.choice([4 / 3, 4 / 3, 4 / 3, 1.0, 3 / 4, 1.5, 1.25])
         h, w = (256, int(256 * a)) if a >= 1 else (int(256 / a), 256)
-        hh, ww = random_resize_shape(h, w, rng, 64, 256, 32)
-        gh, gw = hh // 16, ww // 16
-        tw = gh * gw // 4
-        lo, hi = context_window_range(tw, 0.25, 0.5, 32, 48)
+        hh, ww = random_resize_shape(h, w, rng, spec.min_side, spec.max_side, unit, spec.max_pixels)
+        gh, gw = hh // spec.patch_size, ww // spec.patch_size
+        tw = (gh // spec.window_size) * (gw // spec.window_size)
+        lo, hi = context_window_range(tw, spec.context_ratio_min, spec.context_ratio_max,
+                                      spec.max_context_tokens // w2, spec.max_target_tokens // w2)
         d = int(rng.integers(lo, hi + 1))
-        items[i] = (d, tw)
-        packer.add(PackItem(np.zeros((gh * gw, 3), np.uint8), gh, gw, rng.permutation(tw), lo, hi, d, key=i))
+        drawn[i] = d / tw
+        pixels = np.broadcast_to(np.zeros((1, 1), np.uint8), (gh * gw, spec.patch_dim))  # sizes only
+        packer.add(PackItem(pixels, gh, gw, rng.permutation(tw), lo, hi, d, key=i))
         if packer.ready():
-            p = packer.pack()
-            effs.append(packing_efficiency(p.token_ids, 128))
-            for k, c in zip(p.keys, p.num_context):
-                drawn.append(items[k][0] / items[k][1])
-                used.append(c / items[k][1])
+            record(packer.pack())
     dt = time.perf_counter() - t
-    e = np.array(effs[2:])
-    return {"images": n, "packs": len(e), "context": float(e[:, 0].mean()), "target": float(e[:, 1].mean()),
-            "context_min": float(e[:, 0].min()), "target_min": float(e[:, 1].min()),
-            "mean_context_fraction_drawn": float(np.mean(drawn)), "mean_context_fraction_packed": float(np.mean(used)),
-            "packer_images_per_s": round(n / dt, 1)}
+    for p in packer.flush():
+        record(p)
+    return {**_summary(packs), "source_images": n, "packer_images_per_s": round(n / dt, 1)}
+
+
+def packing_table(demo_shards: Path, images: int) -> dict:
+    """Every packing mode at the paper's and the demo's settings."""
+    out = {}
+    for setting, base in (("paper", PAPER), ("demo", demo_spec())):
+        for mode, change in PACKINGS.items():
+            spec = dataclasses.replace(base, **change)
+            out[f"{setting}/{mode}"] = {
+                "imagenet_like_sizes": packs_imagenet_like(spec, n=images),
+                "demo_shards": packs_on_shards(demo_shards, spec),
+            }
+            print(setting, mode, json.dumps(out[f"{setting}/{mode}"]), flush=True)
+    return out
 
 
 def main(argv=None) -> None:
@@ -138,6 +210,8 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=320)
+    ap.add_argument("--packing-images", type=int, default=30000, help="ImageNet-like sizes packed per mode and setting")
+    ap.add_argument("--packing-only", action="store_true", help="skip the throughput runs")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.workdir or tmp)
@@ -145,21 +219,18 @@ def main(argv=None) -> None:
         if not (demo / "manifest.json").is_file():
             write_classification_demo(work / "demo_folder", seed=0, n_train=a.images, n_val=0)
             pack_imagefolder(work / "demo_folder" / "train", demo, "train", shard_bytes=4 << 20)
-        if not (natural / "manifest.json").is_file():
-            make_natural_shards(natural, a.images)
-        result = {"host": platform.node(), "cpus": os.cpu_count(), "settings": {"max_side": 256, "context": 128, "target": 192, "rows_per_pack": 64, "batch_size": a.batch_size}}
-        for name, path in (("demo", demo), ("natural_jpeg", natural)):
-            result[name] = {
-                "throughput": [throughput(path, int(w), a.epochs, a.batch_size) for w in a.workers.split(",")],
-                "packing": packs_on_shards(path),
-            }
-            print(name, json.dumps(result[name]), flush=True)
-        result["packing_imagenet_like_sizes"] = packs_imagenet_like()
-        result["packing_imagenet_like_sizes_no_rebalance"] = packs_imagenet_like(rebalance=False)
+        result = {"host": platform.node(), "cpus": os.cpu_count(),
+                  "settings": {"paper": dataclasses.asdict(PAPER), "demo": dataclasses.asdict(demo_spec()),
+                               "batch_size": a.batch_size}}
+        if not a.packing_only:
+            if not (natural / "manifest.json").is_file():
+                make_natural_shards(natural, a.images)
+            for name, path in (("demo", demo), ("natural_jpeg", natural)):
+                result[name] = {"throughput": [throughput(path, int(w), a.epochs, a.batch_size) for w in a.workers.split(",")]}
+                print(name, json.dumps(result[name]), flush=True)
+        result["packing"] = packing_table(demo, a.packing_images)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["packing_imagenet_like_sizes"]))
-    print(json.dumps(result["packing_imagenet_like_sizes_no_rebalance"]))
 
 
 if __name__ == "__main__":
