@@ -14,7 +14,7 @@ Passes 2 and 3 and the fallback of pass 1 run only with `rebalance=True`
 (`data.packing_rebalance: true`). Why: with the paper's ratios images demand
 context:target of about 0.6 while the segments offer 128:192 = 0.67, so once the target
 segment is full part of the context is left empty. Rebalancing fills both segments to
-~0.97, but the mean context fraction rises from 0.383 (as drawn) to about 0.40.
+~0.96, but the mean context fraction rises from 0.379 (as drawn) to about 0.40.
 With `rebalance=False` every image keeps its drawn number of context windows; an image
 that fits no row waits in the buffer (oldest first in the next pack). Measured fills of
 every mode: benchmarks/data_pipeline.py.
