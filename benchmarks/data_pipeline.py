@@ -12,12 +12,17 @@ GPU node's loading (issue 13):
     the workers a target rate needs = target / that rate;
   * in the training process: images per CPU-second of assembling batches from the workers'
     packs, float32 pixels (the CPU path) or uint8 (the CUDA path: pinned, scaled on the GPU).
-Also packing efficiency (real tokens / slots) of the context and target segments at the
-paper's settings (max side 256, 128 + 192 tokens, 64 rows per pack), on those shards and on
-ImageNet-like image sizes (sizes only), the latter also with `data.packing_rebalance: false`.
+These runs use the paper's settings (max side 256, 128 + 192 tokens, 64 rows per pack) with
+the default packing (first fit); each set also gets that packing's fill (real tokens / slots).
+
+Then the packing-mode table (benchmarks/packing_modes.py): first fit, best fit and best fit
+with `data.packing_rebalance`, at the paper's and the demo's settings, on ImageNet-like
+image sizes (sizes only) and on the demo shards: segment fill, images per row, context
+fraction as drawn and as packed.
 
     python benchmarks/data_pipeline.py [--out benchmarks/out/data_pipeline.json] [--workers 0,1,2]
         [--sets demo,natural,imagenet] [--decoders pil,torchvision] [--images 2000]
+        [--packing-images 30000] [--packing-only | --no-packing-stats]
 """
 
 from __future__ import annotations
@@ -37,18 +42,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))  # featnorm without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # packing_modes.py, also when not run as a script
 
 from featnorm.data.demo_classification import write_classification_demo  # noqa: E402
 from featnorm.data.imagefolder import pack_imagefolder  # noqa: E402
-from featnorm.data.packing import PackItem, Packer, packing_efficiency  # noqa: E402
-from featnorm.data.resize import random_resize_shape  # noqa: E402
-from featnorm.data.shards import ShardWriter  # noqa: E402
-from featnorm.data.shards import resolve_shards  # noqa: E402
+from featnorm.data.packing import packing_efficiency  # noqa: E402
+from featnorm.data.shards import ShardWriter, iter_samples, resolve_shards  # noqa: E402
 from featnorm.data.train_pipeline import PipelineSpec, TrainLoader, image_bytes, make_item, num_images  # noqa: E402
-from featnorm.data.windows import context_window_range  # noqa: E402
-
-PAPER = PipelineSpec.defaults()  # max side 256, 128 + 192 tokens, 64 rows per pack
+from packing_modes import PAPER, demo_spec, imagenet_like_size, packing_table, packs_on_shards  # noqa: E402
 
 
 def natural_jpeg(rng: np.random.Generator) -> bytes:
@@ -64,9 +66,6 @@ def make_natural_shards(out: Path, n: int, seed: int = 0) -> None:
     with ShardWriter(out, "train", shard_bytes=4 << 20) as w:
         for i in range(n):
             w.write({"__key__": f"{i:06d}", "jpg": natural_jpeg(np.random.default_rng([seed, i])), "cls": "0"})
-
-
-IMAGENET_ASPECTS = (4 / 3, 4 / 3, 4 / 3, 1.0, 3 / 4, 1.5, 1.25)  # width / height, ImageNet-like mix
 
 
 def natural_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -85,8 +84,7 @@ def natural_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def imagenet_jpeg(rng: np.random.Generator) -> bytes:
     """A JPEG the size of the author's ImageNet shards: short side 256, ImageNet-like aspect, quality 90."""
-    a = float(rng.choice(IMAGENET_ASPECTS))
-    h, w = (256, int(256 * a)) if a >= 1 else (int(256 / a), 256)
+    h, w = imagenet_like_size(rng)
     buf = io.BytesIO()
     Image.fromarray(natural_image(rng, h, w)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -105,8 +103,6 @@ def worker_rate(shards: Path, spec: PipelineSpec, epochs: int) -> dict:
     torch.set_num_threads(1)
     loader = TrainLoader(shards, spec, batch_size=64, seed=0, num_workers=0)
     # warm-up: the decoder's first call pays its imports (torchvision.io: about a second)
-    from featnorm.data.shards import iter_samples
-
     first = next(iter_samples(resolve_shards(shards)[0]))
     make_item(image_bytes(first), "warmup", np.random.default_rng(0), spec)
     n = 0
@@ -159,45 +155,50 @@ def throughput(shards: Path, workers: int, epochs: int, batch_size: int, spec: P
             "efficiency_full_batches": {"context": eff[0], "target": eff[1]}}
 
 
-def packs_on_shards(shards: Path) -> dict:
-    loader = TrainLoader(shards, PAPER, batch_size=64, seed=0)
-    effs = []
-    for d in loader.packs(0):
-        if d["token_ids"].shape[0] == 64 and len(effs) < 10**6:
-            effs.append(packing_efficiency(d["token_ids"], d["context_length"]))
-    e = np.array(effs[:-1]) if len(effs) > 1 else np.array(effs)  # the last full pack may hold the flush
-    return {"packs": len(e), "context": float(e[:, 0].mean()), "target": float(e[:, 1].mean())}
+SET_KEYS = {"demo": "demo", "natural": "natural_jpeg", "imagenet": "imagenet"}  # shard set -> its key in the JSON
 
 
-def packs_imagenet_like(n: int = 30000, seed: int = 0, rebalance: bool = True) -> dict:
-    """`rebalance=False`: the packer keeps every image's drawn split (data.packing_rebalance)."""
-    rng = np.random.default_rng(seed)
-    packer = Packer(64, 128, 192, 2, 3, rebalance=rebalance)
-    effs, drawn, used = [], [], []
-    items = {}
-    t = time.perf_counter()
-    for i in range(n):
-        a = rng.choice([4 / 3, 4 / 3, 4 / 3, 1.0, 3 / 4, 1.5, 1.25])
-        h, w = (256, int(256 * a)) if a >= 1 else (int(256 / a), 256)
-        hh, ww = random_resize_shape(h, w, rng, 64, 256, 32)
-        gh, gw = hh // 16, ww // 16
-        tw = gh * gw // 4
-        lo, hi = context_window_range(tw, 0.25, 0.5, 32, 48)
-        d = int(rng.integers(lo, hi + 1))
-        items[i] = (d, tw)
-        packer.add(PackItem(np.zeros((gh * gw, 3), np.uint8), gh, gw, rng.permutation(tw), lo, hi, d, key=i))
-        if packer.ready():
-            p = packer.pack()
-            effs.append(packing_efficiency(p.token_ids, 128))
-            for k, c in zip(p.keys, p.num_context):
-                drawn.append(items[k][0] / items[k][1])
-                used.append(c / items[k][1])
-    dt = time.perf_counter() - t
-    e = np.array(effs[2:])
-    return {"images": n, "packs": len(e), "context": float(e[:, 0].mean()), "target": float(e[:, 1].mean()),
-            "context_min": float(e[:, 0].min()), "target_min": float(e[:, 1].min()),
-            "mean_context_fraction_drawn": float(np.mean(drawn)), "mean_context_fraction_packed": float(np.mean(used)),
-            "packer_images_per_s": round(n / dt, 1)}
+def build_shards(work: Path, sets: set[str], images: int) -> dict[str, Path]:
+    """The shard sets named in `sets` under `work` (kept if already there)."""
+    paths = {name: work / f"{name}_shards" for name in SET_KEYS}
+    if "demo" in sets and not (paths["demo"] / "manifest.json").is_file():
+        write_classification_demo(work / "demo_folder", seed=0, n_train=images, n_val=0)
+        pack_imagefolder(work / "demo_folder" / "train", paths["demo"], "train", shard_bytes=4 << 20)
+    if "natural" in sets and not (paths["natural"] / "manifest.json").is_file():
+        make_natural_shards(paths["natural"], images)
+    if "imagenet" in sets and not (paths["imagenet"] / "manifest.json").is_file():
+        make_imagenet_shards(paths["imagenet"], images)
+    return paths
+
+
+def loader_runs(path: Path, decoders: list[str], workers: list[int], epochs: int, batch_size: int, packing: bool) -> dict:
+    """Per-worker rate and end-to-end throughput per decoder, the training process's share,
+    and (`packing`) the default packing's fill on these shards."""
+    r = {}
+    for dec in decoders:
+        spec = dataclasses.replace(PAPER, decode=dec)
+        r[dec] = {"per_worker": worker_rate(path, spec, epochs),
+                  "throughput": [throughput(path, w, epochs, batch_size, spec) for w in workers]}
+    r["training_process"] = [assembly_rate(path, PAPER, px, batch_size) for px in ("float", "uint8")]
+    if packing:
+        r["packing"] = packs_on_shards(path, PAPER)
+    return r
+
+
+def sizing(result: dict, sets: list[str], decoders: list[str], target: float) -> dict:
+    """What a GPU node needs: workers at each decoder's per-worker rate, and headroom in the
+    training process (uint8 batches on CUDA); from the ImageNet-sized set when measured."""
+    ref = "imagenet" if "imagenet" in sets else sets[0]
+    rr = result[SET_KEYS[ref]]
+    per_worker = {dec: rr[dec]["per_worker"]["images_per_cpu_s"] for dec in decoders}
+    assembly = {x["pixels"]: x["images_per_cpu_s"] for x in rr["training_process"]}
+    return {
+        "on": ref, "target_images_per_s": target, "per_worker_images_per_cpu_s": per_worker,
+        "best_decoder": max(per_worker, key=per_worker.get),
+        "workers_needed": {dec: int(np.ceil(target / v)) for dec, v in per_worker.items() if v > 0},
+        "training_process_images_per_cpu_s": assembly,
+        "training_process_load_at_target": {px: round(target / v, 3) for px, v in assembly.items() if v > 0},
+    }
 
 
 def main(argv=None) -> None:
@@ -211,62 +212,39 @@ def main(argv=None) -> None:
     ap.add_argument("--sets", default="demo,natural,imagenet", help="shard sets: demo, natural, imagenet")
     ap.add_argument("--decoders", default="pil,torchvision", help="data.decode values to measure")
     ap.add_argument("--target", type=float, default=5400.0, help="images/s the loading must sustain (issue 13)")
-    ap.add_argument("--no-packing-stats", action="store_true", help="skip the packing-efficiency statistics")
+    ap.add_argument("--packing-images", type=int, default=30000,
+                    help="ImageNet-like sizes packed per mode and setting in the packing-mode table")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--packing-only", action="store_true", help="only the packing-mode table (no loader runs)")
+    only.add_argument("--no-packing-stats", action="store_true",
+                      help="skip the packing statistics (the per-set fill and the packing-mode table)")
     a = ap.parse_args(argv)
-    sets = [x for x in a.sets.split(",") if x]
+    sets = [] if a.packing_only else [x for x in a.sets.split(",") if x]
     decoders = [x for x in a.decoders.split(",") if x]
     workers = [int(w) for w in a.workers.split(",") if w != ""]
+    if unknown := [x for x in sets if x not in SET_KEYS] + [x for x in decoders if x not in ("pil", "torchvision")]:
+        ap.error(f"unknown set or decoder {unknown}: --sets takes {','.join(SET_KEYS)}, --decoders pil,torchvision")
+    if not a.packing_only and not (sets and decoders):
+        ap.error("--sets and --decoders need at least one entry each (or --packing-only)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.workdir or tmp)
-        paths = {"demo": work / "demo_shards", "natural": work / "natural_shards", "imagenet": work / "imagenet_shards"}
         t0 = time.perf_counter()
-        if "demo" in sets and not (paths["demo"] / "manifest.json").is_file():
-            write_classification_demo(work / "demo_folder", seed=0, n_train=a.images, n_val=0)
-            pack_imagefolder(work / "demo_folder" / "train", paths["demo"], "train", shard_bytes=4 << 20)
-        if "natural" in sets and not (paths["natural"] / "manifest.json").is_file():
-            make_natural_shards(paths["natural"], a.images)
-        if "imagenet" in sets and not (paths["imagenet"] / "manifest.json").is_file():
-            make_imagenet_shards(paths["imagenet"], a.images)
+        paths = build_shards(work, set(sets) | (set() if a.no_packing_stats else {"demo"}), a.images)
         result = {"host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
                   "load_average_1min": os.getloadavg()[0], "shard_build_seconds": round(time.perf_counter() - t0, 1),
-                  "settings": {"max_side": PAPER.max_side, "context": PAPER.max_context_tokens, "target": PAPER.max_target_tokens,
-                               "rows_per_pack": PAPER.rows_per_pack, "batch_size": a.batch_size, "images": a.images}}
+                  "settings": {"paper": dataclasses.asdict(PAPER), "batch_size": a.batch_size, "images": a.images}}
         for name in sets:
-            path = paths[name]
-            r = {}
-            for dec in decoders:
-                spec = dataclasses.replace(PAPER, decode=dec)
-                r[dec] = {
-                    "per_worker": worker_rate(path, spec, a.epochs),
-                    "throughput": [throughput(path, w, a.epochs, a.batch_size, spec) for w in workers],
-                }
-            r["training_process"] = [assembly_rate(path, PAPER, px, a.batch_size) for px in ("float", "uint8")]
-            if not a.no_packing_stats:
-                r["packing"] = packs_on_shards(path)
-            result[{"natural": "natural_jpeg"}.get(name, name)] = r
+            r = loader_runs(paths[name], decoders, workers, a.epochs, a.batch_size, not a.no_packing_stats)
+            result[SET_KEYS[name]] = r
             print(name, json.dumps(r), flush=True)
-        # What a GPU node needs: workers at the best decoder's per-worker rate, and headroom in the
-        # training process (uint8 batches on CUDA).
-        ref = "imagenet" if "imagenet" in sets else sets[0]
-        rr = result[{"natural": "natural_jpeg"}.get(ref, ref)]
-        per_worker = {dec: rr[dec]["per_worker"]["images_per_cpu_s"] for dec in decoders}
-        best = max(per_worker, key=per_worker.get)
-        assembly = {x["pixels"]: x["images_per_cpu_s"] for x in rr["training_process"]}
-        result["sizing"] = {
-            "on": ref, "target_images_per_s": a.target, "per_worker_images_per_cpu_s": per_worker, "best_decoder": best,
-            "workers_needed": {dec: int(np.ceil(a.target / v)) for dec, v in per_worker.items() if v > 0},
-            "training_process_images_per_cpu_s": assembly,
-            "training_process_load_at_target": {px: round(a.target / v, 3) for px, v in assembly.items() if v > 0},
-        }
-        print("sizing", json.dumps(result["sizing"]), flush=True)
+        if sets:
+            result["sizing"] = sizing(result, sets, decoders, a.target)
+            print("sizing", json.dumps(result["sizing"]), flush=True)
         if not a.no_packing_stats:
-            result["packing_imagenet_like_sizes"] = packs_imagenet_like()
-            result["packing_imagenet_like_sizes_no_rebalance"] = packs_imagenet_like(rebalance=False)
+            result["settings"]["demo"] = dataclasses.asdict(demo_spec())
+            result["packing"] = packing_table(paths["demo"], a.packing_images)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    if not a.no_packing_stats:
-        print(json.dumps(result["packing_imagenet_like_sizes"]))
-        print(json.dumps(result["packing_imagenet_like_sizes_no_rebalance"]))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def make_items(cfg, n: int, seed: int, sizes: str = "mixed"):
     [min_side, 2 x max_side], aspect 0.5-2) or `imagenet` (the author's shards: short side 256,
     ImageNet-like aspect ratios); then the pipeline's random resize."""
     from featnorm.data.packing import PackItem
-    from featnorm.data.resize import random_resize_shape
+    from featnorm.data.resize import keep_image, random_resize_shape
     from featnorm.data.windows import context_window_range
 
     rng = np.random.default_rng(seed)
@@ -94,6 +94,8 @@ def make_items(cfg, n: int, seed: int, sizes: str = "mixed"):
             mean = rng.uniform(d.min_side, 2 * d.max_side)
             aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
             h0, w0 = mean * 2 / (1 + aspect), mean * 2 * aspect / (1 + aspect)
+        if not keep_image(int(h0), int(w0), d.min_side):
+            continue
         h, w = random_resize_shape(int(h0), int(w0), rng, d.min_side, d.max_side, unit)
         gh, gw = h // m.patch_size, w // m.patch_size
         nw = (gh // m.window_size) * (gw // m.window_size)
@@ -108,12 +110,15 @@ def make_items(cfg, n: int, seed: int, sizes: str = "mixed"):
 
 
 def packed_batches(cfg, items):
-    from featnorm.data.packing import Packer, packs_to_batch, segment_lengths
+    from featnorm.data.packing import packs_to_batch, segment_lengths
+    from featnorm.data.packing_best_fit import BestFitPacker
 
     lc, lt = segment_lengths(cfg.data.max_context_tokens, cfg.data.max_target_tokens, cfg.model.window_size,
                              cfg.model.encoder.num_registers)
-    packer = Packer(cfg.train.batch_size, lc, lt, cfg.model.window_size, cfg.model.patch_dim, cfg.model.encoder.num_registers,
-                    rebalance=cfg.data.packing_rebalance)
+    # best fit (the packer the README's step figures were measured with; data.packing's default
+    # first fit fills fewer slots, benchmarks/data_pipeline.py); the step cost per row is the same
+    packer = BestFitPacker(cfg.train.batch_size, lc, lt, cfg.model.window_size, cfg.model.patch_dim, cfg.model.encoder.num_registers,
+                           rebalance=cfg.data.packing_rebalance)
     out = []
     for it in items:
         packer.add(it)
@@ -124,7 +129,8 @@ def packed_batches(cfg, items):
 
 def padded_batches(cfg, items):
     """One image per row; each segment padded to the longest in the batch."""
-    from featnorm.data.packing import Packer, packs_to_batch
+    from featnorm.data.packing import packs_to_batch
+    from featnorm.data.packing_best_fit import BestFitPacker
 
     w2 = cfg.model.window_size**2
     rows = cfg.train.batch_size
@@ -136,7 +142,7 @@ def padded_batches(cfg, items):
         packs = []
         for it in chunk:  # a one-row pack per image with the batch's segment lengths
             it = _fixed(it)
-            p = Packer(1, lc, lt, cfg.model.window_size, cfg.model.patch_dim, lookahead=1)
+            p = BestFitPacker(1, lc, lt, cfg.model.window_size, cfg.model.patch_dim, lookahead=1)
             p.add(it)
             pack = p.pack()
             assert pack.num_images == 1
@@ -388,7 +394,9 @@ def main() -> None:
     args = p.parse_args()
     if args.rebalance != "config":
         for spec in MODELS.values():
-            spec["data"] = {**spec["data"], "packing_rebalance": args.rebalance == "true"}
+            # packing_rebalance is a best-fit option (the config rejects it with first fit), and
+            # packed_batches packs with best fit anyway
+            spec["data"] = {**spec["data"], "packing": "best-fit", "packing_rebalance": args.rebalance == "true"}
     modes = ["compile"] if args.compile else args.compile_modes
     if args.flops_only:
         counts = [flop_count(name, args.rows, args.distinct, args.demo_config, sizes=args.sizes) for name in args.models]

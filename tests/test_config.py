@@ -50,11 +50,24 @@ def test_defaults_are_the_paper_vit_s_and_validate():
         ({"train": {"snapshot_steps": [0, 10]}}, "train.snapshot_steps"),
         ({"train": {"snapshot_steps": [10, 10.5]}}, r"train.snapshot_steps[1]"),
         ({"train": {"snapshot_steps": 10}}, "train.snapshot_steps must be a list"),
+        ({"data": {"packing": "next-fit"}}, "data.packing"),
+        ({"data": {"packing_rebalance": True}}, "data.packing_rebalance: true needs data.packing: best-fit"),
+        # 256 px + 32 px for elongated images = 18 patches of 16 px
+        ({"model": {"encoder": {"pos_embed": "absolute", "max_grid_size": 17}}}, "model.encoder.max_grid_size = 17"),
+        ({"model": {"predictor": {"pos_embed": "absolute", "max_grid_size": 17}}}, "model.predictor.max_grid_size"),
     ],
 )
 def test_impossible_settings_are_rejected_naming_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
         run_config_from_dict(overrides)
+
+
+def test_data_packing_settings_that_work_are_accepted():
+    assert run_config_from_dict({}).data.packing == "first-fit"  # the reference's online first fit
+    cfg = run_config_from_dict({"data": {"packing": "best-fit", "packing_rebalance": True}})
+    assert cfg.data.packing_rebalance
+    cfg = run_config_from_dict({"model": {"encoder": {"pos_embed": "absolute", "max_grid_size": 18}}})
+    assert cfg.model.encoder.max_grid_size == 18
 
 
 def test_without_replacement_is_accepted_when_the_draws_fit():

@@ -1,4 +1,5 @@
-"""Packer invariants, exact reconstruction of images from packed rows, efficiency."""
+"""Packer invariants (first fit and best fit), exact reconstruction of images from packed rows,
+the first-fit placement rule, efficiency."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from featnorm.data.packing import Packer, packing_efficiency, packs_to_batch, segment_lengths
+from featnorm.config import ConfigError, RunConfig, load_run_config
+from featnorm.data.packing import PackItem, packing_efficiency, packs_to_batch, segment_lengths
+from featnorm.data.packing_best_fit import BestFitPacker
+from featnorm.data.packing_first_fit import FirstFitPacker
 from featnorm.data.patchify import unit_to_pixels, unpatchify
 from featnorm.data.resize import random_resize_shape
 from featnorm.data.train_pipeline import PipelineSpec, item_from_pixels
+from featnorm.data.windows import context_window_range
 from featnorm.tokens import COL, PAD_ID, REGISTER, ROW, SAMPLE
 
 P = 8  # small patches keep the tests fast
+PACKINGS = [("first-fit", False), ("best-fit", False), ("best-fit", True)]  # (data.packing, packing_rebalance)
 
 
 def _images(n, rng, max_side=128, unit=16):
@@ -35,9 +41,10 @@ def _pack_all(images, spec, rows, seed=0):
     return packs
 
 
-def _spec(num_registers=0):
+def _spec(num_registers=0, packing="first-fit", rebalance=False):
     return PipelineSpec.defaults(patch_size=P, window_size=2, num_registers=num_registers, min_side=32, max_side=128,
-                        max_context_tokens=128, max_target_tokens=192, rows_per_pack=8)
+                                 max_context_tokens=128, max_target_tokens=192, rows_per_pack=8, packing=packing,
+                                 packing_rebalance=rebalance)
 
 
 def _check_pack(pack, spec, images):
@@ -89,9 +96,10 @@ def _check_pack(pack, spec, images):
     return seen
 
 
+@pytest.mark.parametrize("packing,rebalance", PACKINGS)
 @pytest.mark.parametrize("num_registers", [0, 3])
-def test_packer_places_every_image_once_exactly_and_window_contiguous(num_registers):
-    spec = _spec(num_registers)
+def test_packer_places_every_image_once_exactly_and_window_contiguous(num_registers, packing, rebalance):
+    spec = _spec(num_registers, packing, rebalance)
     images = _images(120, np.random.default_rng(num_registers))
     packs = _pack_all(images, spec, rows=8)
     seen = {}
@@ -102,8 +110,9 @@ def test_packer_places_every_image_once_exactly_and_window_contiguous(num_regist
     assert sorted(seen) == list(range(len(images))), "no image lost"
 
 
-def test_context_counts_stay_within_allowed_range():
-    spec = _spec()
+@pytest.mark.parametrize("packing,rebalance", PACKINGS)
+def test_context_counts_stay_within_allowed_range(packing, rebalance):
+    spec = _spec(packing=packing, rebalance=rebalance)
     images = _images(150, np.random.default_rng(5))
     rng = np.random.default_rng(0)
     packer = spec.packer(8)
@@ -119,10 +128,13 @@ def test_context_counts_stay_within_allowed_range():
     for pack in packs:
         for key, n in zip(pack.keys, pack.num_context):
             assert items[key].lo <= n <= items[key].hi
+            if not rebalance:
+                assert n == items[key].drawn, "without rebalancing every image keeps its drawn split"
 
 
-def test_packing_is_deterministic():
-    spec = _spec()
+@pytest.mark.parametrize("packing,rebalance", PACKINGS)
+def test_packing_is_deterministic(packing, rebalance):
+    spec = _spec(packing=packing, rebalance=rebalance)
     images = _images(60, np.random.default_rng(2))
     a = packs_to_batch(_pack_all(images, spec, 8, seed=3))
     b = packs_to_batch(_pack_all(images, spec, 8, seed=3))
@@ -143,15 +155,92 @@ def test_segment_lengths_round_registers_to_windows():
     assert segment_lengths(128, 192, 2, 3) == (132, 192)
 
 
-def _pack_paper_like_sizes(rebalance, n=3000, seed=0):
+def _item(key, context_windows, target_windows):
+    """An image of 1 x T windows (2 x 2T patches, zero pixels) that drew `context_windows`."""
+    t = context_windows + target_windows
+    return PackItem(np.zeros((4 * t, 3), np.uint8), 2, 2 * t, np.arange(t), 1, t - 1, context_windows, key=key)
+
+
+def _rows(pack):
+    """Keys of the images in each row of a pack, in placement order."""
+    s = pack.token_ids[..., SAMPLE]
+    return [[pack.keys[i] for i in dict.fromkeys(int(x) for x in row if x != PAD_ID)] for row in s]
+
+
+def test_first_fit_puts_each_image_in_the_first_row_where_both_segments_fit():
+    """3 rows of 4 context + 6 target windows; images as (context, target) windows. E fits
+    row 0 and row 2; first fit takes row 0 (best fit would take the fuller row 2). F fits no
+    row: the pack is emitted with F's arrival and F opens the next pack."""
+    packer = FirstFitPacker(3, 16, 24, 2, 3)
+    sequence = [("A", 2, 2), ("B", 4, 6), ("C", 1, 1), ("D", 3, 4), ("E", 1, 1), ("F", 1, 3), ("G", 2, 2)]
+    ready_after = []
+    for key, c, t in sequence:
+        packer.add(_item(key, c, t))
+        ready_after.append(packer.ready())
+    assert ready_after == [False] * 5 + [True, True], "a pack is emitted exactly when an image fits no row"
+    first = packer.pack()
+    assert not packer.ready()
+    assert _rows(first) == [["A", "C", "E"], ["B"], ["D"]]
+    assert first.pixels.shape[0] == 3, "an emitted pack has all its rows"
+    assert first.num_context == [2, 1, 1, 4, 3], "every image keeps its drawn context windows"
+    rest = list(packer.flush())
+    assert len(rest) == 1 and _rows(rest[0]) == [["F", "G"]], "the last pack keeps only its non-empty rows"
+    assert list(packer.flush()) == []
+
+
+def test_first_fit_matches_a_plain_simulation_of_the_rule():
+    """300 random images into 4 rows of 4 + 6 windows: the packs equal those of a direct
+    simulation (first row where both segments fit; none fits -> emit all rows, restart)."""
+    rng = np.random.default_rng(0)
+    packer = FirstFitPacker(4, 16, 24, 2, 3)
+    got, expected = [], []
+    rows, free = [[] for _ in range(4)], [[4, 6] for _ in range(4)]
+    for i in range(300):
+        c, t = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+        packer.add(_item(i, c, t))
+        r = next((r for r in range(4) if free[r][0] >= c and free[r][1] >= t), None)
+        if r is None:
+            expected.append(rows)
+            rows, free, r = [[] for _ in range(4)], [[4, 6] for _ in range(4)], 0
+        rows[r].append(i)
+        free[r][0] -= c
+        free[r][1] -= t
+        if packer.ready():
+            got.append(_rows(packer.pack()))
+    got += [_rows(p) for p in packer.flush()]
+    expected.append([row for row in rows if row])
+    assert len(expected) > 10 and got == expected
+
+
+def test_first_fit_refuses_an_image_larger_than_a_row():
+    packer = FirstFitPacker(2, 16, 24, 2, 3)
+    with pytest.raises(ValueError, match="can never fit"):
+        packer.add(_item("big", 5, 1))
+    with pytest.raises(ValueError, match="can never fit"):
+        packer.add(_item("big", 1, 7))
+    packer.add(_item("ok", 4, 6))  # exactly one row
+    assert len(packer) == 1 and not packer.ready()
+
+
+def test_packs_to_batch_offsets_sample_ids():
+    spec = _spec()
+    packs = _pack_all(_images(80, np.random.default_rng(4)), spec, 8)
+    batch = packs_to_batch(packs)
+    s = batch.token_ids[..., SAMPLE]
+    assert len(torch.unique(s[s != PAD_ID])) == sum(p.num_images for p in packs)
+
+
+def test_segment_lengths_round_registers_to_windows():
+    assert segment_lengths(128, 192, 2, 0) == (128, 192)
+    assert segment_lengths(128, 192, 2, 8) == (136, 192)
+    assert segment_lengths(128, 192, 2, 3) == (132, 192)
+
+
+def _pack_paper_like_sizes(packer, n=3000, seed=0):
     """Paper settings (256 max side, 128 + 192 tokens, 64 rows): per full pack the efficiency
     `(context, target)`, and per packed image `(packed, drawn, windows)`. Only sizes matter,
     so zero pixels keep it fast."""
-    from featnorm.data.packing import PackItem
-    from featnorm.data.windows import context_window_range
-
     rng = np.random.default_rng(seed)
-    packer = Packer(64, 128, 192, 2, 3, rebalance=rebalance)
     effs, counts, drawn = [], [], {}
     for i in range(n):
         a = rng.choice([4 / 3, 1.0, 3 / 4, 1.5])
@@ -169,32 +258,44 @@ def _pack_paper_like_sizes(rebalance, n=3000, seed=0):
     return np.array(effs[1:]), np.array(counts)
 
 
-def test_packing_efficiency_at_paper_settings():
-    e, counts = _pack_paper_like_sizes(rebalance=True)
+def test_best_fit_rebalance_fills_both_segments_at_paper_settings():
+    e, counts = _pack_paper_like_sizes(BestFitPacker(64, 128, 192, 2, 3, rebalance=True))
     assert e[:, 0].mean() >= 0.95 and e[:, 1].mean() >= 0.95, e.mean(0)
     packed, drawn = (counts[:, 0] / counts[:, 2]).mean(), (counts[:, 1] / counts[:, 2]).mean()
     assert packed > drawn, "rebalancing moves target windows into the context"
 
 
-def test_packing_without_rebalance_keeps_every_drawn_context_count():
-    e, counts = _pack_paper_like_sizes(rebalance=False)
+@pytest.mark.parametrize("packer", [BestFitPacker(64, 128, 192, 2, 3, rebalance=False), FirstFitPacker(64, 128, 192, 2, 3)],
+                         ids=["best-fit", "first-fit"])
+def test_packing_without_rebalance_keeps_every_drawn_context_count(packer):
+    e, counts = _pack_paper_like_sizes(packer)
     assert (counts[:, 0] == counts[:, 1]).all(), "every image keeps its drawn number of context windows"
     assert (counts[:, 0] / counts[:, 2]).mean() == (counts[:, 1] / counts[:, 2]).mean()
-    assert e[:, 1].mean() >= 0.9, e.mean(0)  # best fit still fills rows (the target segment binds)
+    assert e[:, 1].mean() >= 0.9, e.mean(0)  # both fill rows (the target segment binds)
 
 
-def test_packing_rebalance_is_threaded_from_the_config():
-    from featnorm.config import RunConfig
-
+def test_packing_mode_is_threaded_from_the_config():
     cfg = RunConfig()
-    assert PipelineSpec.from_config(cfg).packer().rebalance is False  # the reference's default
+    assert isinstance(PipelineSpec.from_config(cfg).packer(), FirstFitPacker)  # the reference's default
+    cfg.data.packing = "best-fit"
+    assert PipelineSpec.from_config(cfg).packer().rebalance is False
     cfg.data.packing_rebalance = True
-    assert PipelineSpec.from_config(cfg).packer().rebalance is True
+    packer = PipelineSpec.from_config(cfg).packer()
+    assert isinstance(packer, BestFitPacker) and packer.rebalance is True
 
 
-def test_packer_rejects_image_that_can_never_fit():
-    from featnorm.data.packing import PackItem
+def test_rebalance_with_first_fit_is_a_one_line_config_error(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data: {packing: first-fit, packing_rebalance: true}\n")
+    with pytest.raises(ConfigError, match="packing_rebalance: true needs data.packing: best-fit") as e:
+        load_run_config(f)
+    assert "\n" not in str(e.value)
+    f.write_text("data: {packing: next-fit}\n")
+    with pytest.raises(ConfigError, match="data.packing"):
+        load_run_config(f)
 
-    packer = Packer(4, 8, 8, 2, 3)
+
+@pytest.mark.parametrize("packer", [BestFitPacker(4, 8, 8, 2, 3), FirstFitPacker(4, 8, 8, 2, 3)], ids=["best-fit", "first-fit"])
+def test_packer_rejects_image_that_can_never_fit(packer):
     with pytest.raises(ValueError, match="can never fit"):
         packer.add(PackItem(np.zeros((64, 3), np.uint8), 8, 8, np.arange(16), 4, 8, 6, key="big"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,9 @@ from featnorm.tokens import PAD_ID, SAMPLE
 
 SPEC = PipelineSpec.defaults(patch_size=16, window_size=2, min_side=64, max_side=128, max_context_tokens=32,
                     max_target_tokens=48, rows_per_pack=4, shuffle_buffer=16)
+# the default (first fit, as the reference) and the look-ahead best fit with and without rebalancing
+SPECS = {"first-fit": SPEC, "best-fit": dataclasses.replace(SPEC, packing="best-fit"),
+         "best-fit-rebalance": dataclasses.replace(SPEC, packing="best-fit", packing_rebalance=True)}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,9 @@ def test_same_seed_same_batches_other_seed_differs(shards):
     assert not torch.equal(a[0].token_ids, c[0].token_ids)
 
 
-def test_epoch_sees_every_image_once_and_batches_are_well_formed(shards):
-    loader = TrainLoader(shards / "train", SPEC, batch_size=8, seed=0)
+@pytest.mark.parametrize("packing", list(SPECS))
+def test_epoch_sees_every_image_once_and_batches_are_well_formed(shards, packing):
+    loader = TrainLoader(shards / "train", SPECS[packing], batch_size=8, seed=0)
     total = 0
     batches = _batches(loader)
     for i, b in enumerate(batches):
@@ -100,17 +106,19 @@ def test_multiworker_batches_are_reproducible(shards):
     assert all(torch.equal(x.token_ids, y.token_ids) and torch.equal(x.pixels, y.pixels) for x, y in zip(a, b))
 
 
-def test_resume_continues_with_the_same_batches(shards):
-    ref = TrainLoader(shards / "train", SPEC, batch_size=8, seed=2)
+@pytest.mark.parametrize("packing", list(SPECS))
+def test_resume_continues_with_the_same_batches(shards, packing):
+    spec = SPECS[packing]
+    ref = TrainLoader(shards / "train", spec, batch_size=8, seed=2)
     it = iter(ref)
     full = [next(it) for _ in range(14)]  # crosses into epoch 1
-    first = TrainLoader(shards / "train", SPEC, batch_size=8, seed=2)
+    first = TrainLoader(shards / "train", spec, batch_size=8, seed=2)
     it = iter(first)
     for _ in range(5):
         next(it)
     state = first.state_dict()
     assert state["batch_in_epoch"] == 5 and state["epoch"] == 0
-    resumed = TrainLoader(shards / "train", SPEC, batch_size=8, seed=2)
+    resumed = TrainLoader(shards / "train", spec, batch_size=8, seed=2)
     resumed.load_state_dict(state)
     it = iter(resumed)
     rest = [next(it) for _ in range(9)]
@@ -139,3 +147,13 @@ def test_depth_batches_crop_image_and_depth_alike(shards):
     d = np.load(__import__("io").BytesIO(raw["depth.npy"]))  # (60, 80): crop columns 10..70
     assert np.isclose(float(b.depth[0].min()), float(d[:, 10:70].min()), atol=1e-5) or float(b.depth[0].min()) >= float(d[:, 10:70].min())
     assert float(b.depth[0].max()) <= float(d[:, 10:70].max()) + 1e-5
+
+
+def test_settings_that_cannot_split_an_image_stop_the_loader_instead_of_skipping_it(shards):
+    from featnorm.data.windows import UnsplittableImage
+
+    spec = dataclasses.replace(SPEC, max_target_tokens=8)  # 2 target windows: 128 px images cannot split
+    loader = TrainLoader(shards / "train", spec, batch_size=8, seed=0)
+    with pytest.raises(UnsplittableImage, match="max_target_tokens"):
+        _batches(loader)
+    assert not loader.bad_inputs.records, "not reported as bad inputs"

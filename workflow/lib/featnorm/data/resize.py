@@ -19,7 +19,6 @@ the pinned 0.29.1.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 
 import numpy as np
@@ -31,10 +30,6 @@ def keep_image(height: int, width: int, min_side: int) -> bool:
     return (height + width) / 2 >= min_side
 
 
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
 def random_resize_shape(
     height: int,
     width: int,
@@ -42,25 +37,52 @@ def random_resize_shape(
     min_side: int,
     max_side: int,
     multiple: int,
+    max_pixels: int | None = None,
 ) -> tuple[int, int]:
-    """Step 2: a random target `(height, width)` keeping the aspect ratio.
+    """Step 2: a random target `(height, width)` keeping the aspect ratio (the reference's rule).
 
-    A side length s is drawn uniformly in [min_side, min(mean side, max_side)]; both sides
-    are scaled by s / mean side; the pixel count is capped at max_side**2; each side is
-    rounded to a multiple of `multiple` (patch_size x window_size), at least 2 multiples
-    and at most max_side (rounded down to a multiple).
+    1. An integer side length s is drawn uniformly in [min_side, min(round(mean side), max_side)].
+    2. Both sides are scaled by s / mean side (floats).
+    3. If that holds more than `max_pixels` pixels (default max_side**2), both sides are
+       scaled down to the cap and truncated to integers.
+    4. Each side is rounded to a multiple of `multiple` (patch_size x window_size) with
+       Python's `round` (half to even: 4.5 multiples -> 4), then kept in
+       [1, max_side // multiple] multiples.
+    5. While the short side has fewer than 2 multiples, one multiple is added to **both**
+       sides (an aspect-ratio-preserving nudge of the reference). For images more than
+       about 3 times wider than tall (or taller than wide) the long side can then be one
+       multiple above max_side, e.g. 64 x 288 at max_side 256. We keep that, as the
+       reference (its fixtures hold such sizes): the short side is then exactly 2 multiples,
+       so such an image has at most 2 x (max_side // multiple + 1) windows, fewer than a
+       max_side x max_side image whenever max_side holds 3 or more multiples (18 vs 64
+       windows at the paper's settings, 10 vs 16 at the demo's); its context and target
+       fit the rows (tests/test_data_resize.py). Patch positions then reach
+       (max_side + multiple) / patch_size - 1 along the long side.
+
+    Rounding uses `round(x)` of Python, which rounds exact halves to the even integer; the
+    draw is an integer, as the reference's `randint`. The random stream itself differs
+    (NumPy here, Python's `random` there), so only the distribution of sizes can match.
     """
     mean_side = (height + width) / 2
-    hi = min(mean_side, max_side)
-    side = rng.uniform(min_side, hi) if hi > min_side else float(hi)
+    hi = min(int(round(mean_side)), max_side)
+    if hi < min_side:
+        raise ValueError(
+            f"image {height}x{width} has mean side {mean_side} < min_side {min_side}; filter it with keep_image first"
+        )
+    side = int(rng.integers(min_side, hi + 1)) if hi > min_side else hi
     scale = side / mean_side
     h, w = height * scale, width * scale
-    if h * w > max_side * max_side:
-        shrink = math.sqrt(max_side * max_side / (h * w))
-        h, w = h * shrink, w * shrink
-    top = max(2, max_side // multiple)
-    gh = min(max(round_half_up(h / multiple), 2), top)
-    gw = min(max(round_half_up(w / multiple), 2), top)
+    cap = max_side * max_side if max_pixels is None else max_pixels
+    if h * w > cap:
+        shrink = (cap / (w * h)) ** 0.5
+        h, w = int(h * shrink), int(w * shrink)
+    # the reference clamps to max_side itself; rounding that down to a multiple only differs
+    # when max_side is not one (the reference's sizes would then not split into windows)
+    top = max(1, max_side // multiple)
+    gh = min(max(int(round(h / multiple)), 1), top)
+    gw = min(max(int(round(w / multiple)), 1), top)
+    while min(gh, gw) < 2:
+        gh, gw = gh + 1, gw + 1
     return gh * multiple, gw * multiple
 
 

@@ -46,12 +46,14 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..batch import PackedBatch
 from ..config import RunConfig
 from ..tokens import PAD_ID, SAMPLE
-from .packing import PackItem, Packer, segment_lengths, to_unit_pixels
+from .packing import PackItem, RowPacker, segment_lengths, to_unit_pixels
+from .packing_best_fit import BestFitPacker
+from .packing_first_fit import FirstFitPacker
 from .patchify import patchify
 from .reader_slots import reader_slot, slot_shard_samples
 from .resize import decode_resized, decode_resized_torchvision, keep_image, open_image, random_resize_shape
 from .shards import BadInputLog, manifest_num_samples, resolve_shards
-from .windows import context_window_range
+from .windows import UnsplittableImage, context_window_range
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class PipelineSpec:
     max_target_tokens: int
     rows_per_pack: int
     shuffle_buffer: int
-    packing_rebalance: bool  # False: every image keeps its drawn context count (see packing.py)
+    packing: str  # "first-fit" (the reference) or "best-fit" (featnorm.data.packing)
+    packing_rebalance: bool  # best-fit only; False: every image keeps its drawn context count
     decode: str = "pil"  # "pil" or "torchvision" (featnorm.data.resize)
 
     @classmethod
@@ -96,6 +99,7 @@ class PipelineSpec:
             max_target_tokens=d.max_target_tokens,
             rows_per_pack=d.rows_per_pack,
             shuffle_buffer=d.shuffle_buffer,
+            packing=d.packing,
             packing_rebalance=d.packing_rebalance,
             decode=d.decode,
         )
@@ -108,10 +112,21 @@ class PipelineSpec:
     def segments(self) -> tuple[int, int]:
         return segment_lengths(self.max_context_tokens, self.max_target_tokens, self.window_size, self.num_registers)
 
-    def packer(self, rows: int | None = None) -> Packer:
+    @property
+    def max_pixels(self) -> int:
+        """The resize's pixel cap: the whole patches of a max_side square (as the reference)."""
+        return (self.max_side // self.patch_size) ** 2 * self.patch_size**2
+
+    def packer(self, rows: int | None = None) -> RowPacker:
         lc, lt = self.segments
-        return Packer(rows or self.rows_per_pack, lc, lt, self.window_size, self.patch_dim, self.num_registers,
-                      rebalance=self.packing_rebalance)
+        args = (rows or self.rows_per_pack, lc, lt, self.window_size, self.patch_dim, self.num_registers)
+        if self.packing == "first-fit":
+            if self.packing_rebalance:
+                raise ValueError("packing_rebalance needs packing='best-fit' (first fit keeps every drawn split)")
+            return FirstFitPacker(*args)
+        if self.packing == "best-fit":
+            return BestFitPacker(*args, rebalance=self.packing_rebalance)
+        raise ValueError(f"packing must be 'first-fit' or 'best-fit', got {self.packing!r}")
 
 
 def image_bytes(sample: dict) -> bytes | None:
@@ -129,7 +144,7 @@ def make_item(data: bytes, key: str, rng: np.random.Generator, spec: PipelineSpe
     if not keep_image(h, w, spec.min_side):
         return None
     unit = spec.patch_size * spec.window_size
-    size = random_resize_shape(h, w, rng, spec.min_side, spec.max_side, unit)
+    size = random_resize_shape(h, w, rng, spec.min_side, spec.max_side, unit, spec.max_pixels)
     pixels = decode_resized(img, size) if spec.decode == "pil" else decode_resized_torchvision(data, size)
     return item_from_pixels(pixels, key, rng, spec)
 
@@ -209,6 +224,8 @@ class PackStream(IterableDataset):
                 continue
             try:
                 item = make_item(data, f"{sample['__shard__']}/{key}", aug_rng, spec)
+            except UnsplittableImage:
+                raise  # the data settings, not the image, are at fault
             except Exception as e:  # PIL raises many types for damaged files
                 bad.add(sample["__shard__"], key, f"undecodable image ({type(e).__name__}: {e})")
                 continue

@@ -12,7 +12,10 @@ import functools
 
 import numpy as np
 
-from .resize import round_half_up
+
+class UnsplittableImage(ValueError):
+    """The data settings leave no valid context/target split for an image of this size (a
+    configuration problem, not a bad input: the training pipeline stops on it)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -35,22 +38,28 @@ def context_window_range(
     max_context_windows: int,
     max_target_windows: int | None = None,
 ) -> tuple[int, int]:
-    """`(lo, hi)`: the allowed number of context windows of an image with `num_windows` windows.
+    """`(lo, hi)`: the number of context windows of an image with `num_windows` windows is
+    drawn uniformly from lo..hi (the reference's rule).
 
-    lo = round(T * ratio_min) (at least 1), hi = min(round(T * ratio_max), T - 1,
-    max_context_windows). When `max_target_windows` is given, lo is raised so the targets fit.
+    lo = round(T * ratio_min), at least 1; hi = min(round(T * ratio_max), T - 1,
+    max_context_windows), with Python's `round` (half to even: round(2.5) = 2). When lo >= hi
+    the count is hi (lo = hi); an image of 2 windows gets 1 context window. When
+    `max_target_windows` is given, lo is raised so the targets fit their segment (the
+    reference's segments always hold them at its settings, where this changes nothing); if
+    then lo > hi the image cannot be split and UnsplittableImage (a ValueError) says which
+    setting to change.
     """
     t = num_windows
-    lo = max(1, round_half_up(t * ratio_min))
-    hi = min(round_half_up(t * ratio_max), t - 1, max_context_windows)
-    if max_target_windows is not None:
-        lo = max(lo, t - max_target_windows)
-    hi = max(hi, 1)
-    if lo > hi:
-        raise ValueError(
-            f"an image of {t} windows cannot be split: needs between {lo} and {hi} context windows; "
-            "raise data.max_context_tokens / max_target_tokens or lower data.max_side"
-        )
+    hi = max(min(int(round(t * ratio_max)), t - 1, max_context_windows), 1)
+    lo = min(max(1, int(round(t * ratio_min))), hi)
+    if max_target_windows is not None and t - max_target_windows > lo:
+        lo = t - max_target_windows
+        if lo > hi:
+            raise UnsplittableImage(
+                f"an image of {t} windows cannot be split: its {t - hi}+ target windows exceed the "
+                f"{max_target_windows} a row holds; raise data.max_target_tokens / max_context_tokens "
+                "or lower data.max_side"
+            )
     return lo, hi
 
 
