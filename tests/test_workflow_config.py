@@ -96,8 +96,8 @@ def test_run_errors_name_source_and_run():
         resolve_run("a", {"name": "other"}, {})
 
 
-def test_paper_and_demo_configs_resolve():
-    for name in ("config.yaml", "demo.yaml"):
+def test_paper_demo_and_cpu_study_configs_resolve():
+    for name in ("config.yaml", "demo.yaml", "cpu_study.yaml"):
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         runs, meta = resolve_runs(cfg, name, "d")
         first = {m["group"]: r for r, m in reversed(list(meta.items()))}  # each group's first copy

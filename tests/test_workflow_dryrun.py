@@ -65,6 +65,19 @@ def test_demo_dry_run_has_every_rule_of_the_paper_workflow_but_download(tmp_path
     assert f"{tmp_path}/d/runs/ln-s1/eval/knn_probe.json" in demo.stdout
 
 
+def test_cpu_study_trains_three_seeds_and_probes_every_snapshot(tmp_path):
+    res = snakemake("-n", "--nolock", "--configfile", "config/cpu_study.yaml", "--config", f"results={tmp_path}/s")
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = dry_run_jobs(res.stdout)
+    cfg = yaml.safe_load((REPO / "config" / "cpu_study.yaml").read_text())
+    seeds, snaps = cfg["seeds"], cfg["defaults"]["train"]["snapshot_steps"]
+    assert len(seeds) >= 3
+    assert {wc["run"] for rule, wc in jobs if rule == "pretrain"} == {f"{r}-s{s}" for r in ("tanh", "ln") for s in seeds}
+    assert {(wc["run"], int(wc["step"])) for rule, wc in jobs if rule == "knn_snapshot"} == {
+        (f"{r}-s{s}", step) for r in ("tanh", "ln") for s in seeds for step in snaps}
+    assert f"{tmp_path}/s/paper/figures/gain_vs_steps.png" in res.stdout
+
+
 def test_one_figure_is_a_target_of_its_own(tmp_path):
     # targets before --config / --configfile, which take several values
     res = snakemake(f"{tmp_path}/r/paper/figures/training_curves.png",
