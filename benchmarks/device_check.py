@@ -249,6 +249,10 @@ def part_demo(out: Path, cap: float, smoke: bool, log: Log, env: dict, scratch: 
         cfg["results"] = str(results)
         cfg["datasets"]["imagenet"].update(train=120, val=30)
         cfg["defaults"]["train"].update(steps=3, checkpoint_every=3, rankme_every=0, lidar_every=0)
+        # one copy per run (no seeds), so the target below is `runs/tanh`, not `runs/tanh-s0`
+        cfg.pop("seeds", None)
+        for entry in cfg["runs"].values():
+            (entry or {}).pop("seeds", None)
         smoke_cfg = scratch / "demo_smoke.yaml"
         smoke_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = [sys.executable, "-m", "snakemake", str(results / "runs" / "tanh" / "model.pt"), "--cores", "2",
