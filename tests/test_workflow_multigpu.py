@@ -25,6 +25,7 @@ def pretrain_commands(stdout: str) -> dict[str, tuple[str, str]]:
 def test_gpus_setting_launches_torchrun_with_the_granted_gpus(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["results"] = str(tmp_path / "results")
+    cfg["gpu_jobs"] = "exclusive"  # the demo's jobs share the device; multi-GPU jobs need their own
     cfg["runs"]["tanh"].setdefault("train", {})["gpus"] = 2
     path = tmp_path / "multigpu.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,6 +62,7 @@ def test_a_batch_not_divisible_by_the_gpus_is_refused():
 def test_evaluation_gpus_launches_feature_extraction_with_torchrun(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["results"] = str(tmp_path / "results")
+    cfg["gpu_jobs"] = "exclusive"
     cfg.setdefault("evaluation", {})["gpus"] = 2
     path = tmp_path / "multigpu_eval.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -71,3 +73,45 @@ def test_evaluation_gpus_launches_feature_extraction_with_torchrun(tmp_path):
     for b in blocks:
         assert "gpu=2" in b
         assert "-m torch.distributed.run --standalone --nproc-per-node 2 scripts/extract_features.py" in b
+
+
+def job_blocks(stdout: str) -> list[str]:
+    """Every job block of a `-n -p` output that has a resources line."""
+    return [b for b in re.split(r"\n(?=(?:local)?rule \w+:)", stdout) if re.search(r"^\s+resources: ", b, re.M)]
+
+
+def test_shared_gpu_jobs_take_no_gpu_slot_so_jobs_run_side_by_side(tmp_path):
+    """config/demo.yaml has `gpu_jobs: shared`: no job holds a slot of the profile's gpu=1
+    (which would run the CPU demo's one-thread jobs one at a time) nor locks a device."""
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert cfg["gpu_jobs"] == "shared"
+    cfg["results"] = str(tmp_path / "results")
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--nolock", "--configfile", str(path), "--resources", "gpu=1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    model_jobs = [b for b in job_blocks(res.stdout) if "run_step.py --gpus" in b]
+    rules = {re.match(r"(?:local)?rule (\w+):", b).group(1) for b in model_jobs}
+    assert {"pretrain", "extract_features", "linear_probe", "depth_probe", "lidar", "fig_loss_maps"} <= rules
+    for b in model_jobs:
+        res_line = re.search(r"^\s+resources: (.+)$", b, re.M).group(1)
+        assert re.search(r"\bgpu=0\b", res_line), b
+        assert "run_step.py --gpus 0 " in b
+
+    cfg["gpu_jobs"] = "exclusive"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--nolock", "--configfile", str(path), "--resources", "gpu=1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    model_jobs = [b for b in job_blocks(res.stdout) if "run_step.py --gpus" in b]
+    assert model_jobs and all("run_step.py --gpus 1 " in b for b in model_jobs)
+
+
+def test_shared_gpu_jobs_refuse_a_multi_gpu_run_before_any_job(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["runs"]["ln"].setdefault("train", {})["gpus"] = 2
+    path = tmp_path / "shared_ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--nolock", "--configfile", str(path))
+    assert res.returncode != 0
+    assert "gpu_jobs: shared" in res.stderr + res.stdout and "cannot use 2 GPUs" in res.stderr + res.stdout

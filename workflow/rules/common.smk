@@ -291,6 +291,23 @@ else:
 # demo sets 1 so that Snakemake runs two small jobs at once on two cores.
 THREADS = {"pretrain": 8, "evaluation": 4, "figures": 4, **config.get("threads", {})}
 DEVICE_RULE_THREADS = THREADS["figures"]
+# Config `gpu_jobs`: "exclusive" (default) gives every model job its GPU slot(s) of
+# `--resources gpu=N` and its own device(s); "shared" takes no slot, so as many jobs run at
+# once as --cores allows, on the CPU or together on the visible GPU (the CPU configs: with
+# slots, the profile's gpu=1 would run their one-thread jobs one at a time on two cores).
+GPU_JOBS = config.get("gpu_jobs", "exclusive")
+
+
+def job_gpus(n):
+    """The `gpu` resource of a job that would use n GPUs: n, or 0 with `gpu_jobs: shared`."""
+    if GPU_JOBS != "shared":
+        return n
+    if n > 1:
+        raise WorkflowError(
+            f"{CONFIG_SOURCE}: gpu_jobs: shared runs jobs without devices of their own, so a job cannot "
+            f"use {n} GPUs (train.gpus / evaluation.gpus); set gpu_jobs: exclusive or gpus: 1"
+        )
+    return 0
 
 
 def figure(name):
@@ -368,3 +385,7 @@ def python_launcher(gpus):
         return "python"
     # --standalone: a single-node rendezvous on a free port
     return f"python -m torch.distributed.run --standalone --nproc-per-node {gpus}"
+
+
+for _run in ENABLED_RUNS:  # a multi-GPU run with gpu_jobs: shared stops here, before any job
+    job_gpus(run_gpus(_run))

@@ -42,7 +42,7 @@ rule extract_features:
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
     threads: THREADS["evaluation"]
     resources:
-        gpu=EVAL.get("gpus", 1),  # > 1: torchrun, image shards split among the processes
+        gpu=job_gpus(EVAL.get("gpus", 1)),  # > 1: torchrun, image shards split among the processes
     log:
         log_of("extract_features", "run", "split"),
     benchmark:
@@ -76,7 +76,7 @@ rule linear_probe:
         code=CODE["evaluate"],
     threads: THREADS["evaluation"]
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("linear_probe", "run"),
     benchmark:
@@ -120,7 +120,7 @@ rule knn_probe:
         code=CODE["evaluate"],
     threads: THREADS["evaluation"]
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("knn_probe", "run"),
     benchmark:
@@ -155,7 +155,7 @@ rule extract_snapshot_features:
         launch=lambda wc, resources: python_launcher(int(resources.gpu)),
     threads: THREADS["evaluation"]
     resources:
-        gpu=EVAL.get("gpus", 1),
+        gpu=job_gpus(EVAL.get("gpus", 1)),
     log:
         log_of("extract_snapshot_features", "run", "step", "split"),
     benchmark:
@@ -183,7 +183,7 @@ rule knn_snapshot:
         code=CODE["evaluate"],
     threads: THREADS["evaluation"]
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("knn_snapshot", "run", "step"),
     benchmark:
@@ -225,7 +225,7 @@ rule depth_probe:
         code=CODE["evaluate"],
     threads: THREADS["evaluation"]
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("depth_probe", "run"),
     benchmark:
@@ -256,7 +256,7 @@ rule lidar:
         code=CODE["evaluate"],
     threads: THREADS["evaluation"]
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("lidar", "run"),
     benchmark:

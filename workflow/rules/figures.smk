@@ -25,7 +25,7 @@ rule fig_loss_maps:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_loss_maps"),
     benchmark:
@@ -57,7 +57,7 @@ rule fig_pca_features:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_pca_features"),
     benchmark:
@@ -91,7 +91,7 @@ rule fig_token_loss_distribution:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_token_loss_distribution"),
     benchmark:
@@ -123,7 +123,7 @@ rule fig_token_energy:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_token_energy"),
     benchmark:
@@ -255,7 +255,7 @@ rule fig_sample_losses:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_sample_losses"),
     benchmark:
@@ -290,7 +290,7 @@ rule fig_mean_loss:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_mean_loss"),
     benchmark:
@@ -347,7 +347,7 @@ rule fig_pca_features_hsv:
         code=CODE["figures"],
     threads: DEVICE_RULE_THREADS
     resources:
-        gpu=1,
+        gpu=job_gpus(1),
     log:
         log_of("fig_pca_features_hsv"),
     benchmark:

@@ -45,7 +45,7 @@ rule pretrain:
         threads=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
     threads: THREADS["pretrain"]
     resources:
-        gpu=lambda wc: run_gpus(wc.run),
+        gpu=lambda wc: job_gpus(run_gpus(wc.run)),
     log:
         log_of("pretrain", "run"),
     benchmark:
